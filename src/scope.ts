@@ -1,0 +1,23 @@
+import type { HiBeaverError } from './errors.js'
+
+// What a resource adapter sees of a request's cancellation scope. The implementation lives in
+// request-scope.ts; adapters depend only on this shape, so they can be driven by any scope.
+export interface Scope {
+  // Created on first access: a request that never reads it pays for no AbortController.
+  readonly signal: AbortSignal
+  readonly aborted: boolean
+  // The first abort cause (CLIENT_CLOSED, DEADLINE_EXCEEDED or SHUTTING_DOWN), else undefined.
+  readonly reason: HiBeaverError | undefined
+  // Absolute deadline, epoch milliseconds.
+  readonly deadline: number
+  // The whole budget this request was given, in ms.
+  readonly budgetMs: number
+  readonly requestId: string
+  // Milliseconds left before the deadline, never negative.
+  remaining (): number
+  // Throws the abort reason when the scope has aborted.
+  throwIfAborted (): void
+  // Runs `fn` once when the scope aborts (at once if it already has); returns its removal.
+  // Cheaper than a signal listener, and removed when the scope is disposed in any case.
+  onAbort (fn: (reason: HiBeaverError) => void): () => void
+}
