@@ -4,6 +4,7 @@
 export type ErrorCode =
   | 'INVALID_INPUT'
   | 'UNKNOWN_HANDLER'
+  | 'NOT_FOUND'
   | 'PAYLOAD_TOO_LARGE'
   | 'UNSUPPORTED_MEDIA_TYPE'
   | 'DEADLINE_EXCEEDED'
@@ -24,6 +25,7 @@ interface CatalogueEntry {
 export const catalogue: Readonly<Record<ErrorCode, CatalogueEntry>> = {
   INVALID_INPUT: { status: 400, title: 'Invalid input' },
   UNKNOWN_HANDLER: { status: 404, title: 'Unknown handler' },
+  NOT_FOUND: { status: 404, title: 'Not found' },
   PAYLOAD_TOO_LARGE: { status: 413, title: 'Payload too large' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Unsupported media type' },
   CLIENT_CLOSED: { status: 499, title: 'Client closed request' },

@@ -1,0 +1,78 @@
+import { randomUUID } from 'node:crypto'
+import type { IncomingMessage } from 'node:http'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import type { Logger } from 'pino'
+import type { Config } from './config.js'
+import { HiBeaverError } from './errors.js'
+import type { AnyHandler } from './handler.js'
+import { contextFactory, type Providers } from './handler-context.js'
+import { handlerRoutes } from './handler-routes.js'
+import { health } from './health.js'
+import { createLogger } from './logger.js'
+import { sendProblem, toHiBeaverError } from './problem.js'
+import { ScopeManager } from './request-scope.js'
+import { requestLifecycle } from './request-log.js'
+import './fastify-types.js'
+
+export interface AppOptions {
+  config: Config
+  handlers: readonly AnyHandler[]
+  resources?: Providers
+  logger?: Logger
+  scopes?: ScopeManager
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    scopes: ScopeManager
+  }
+}
+
+const SANE_REQUEST_ID = /^[\w.:-]{1,128}$/
+
+function requestId (request: IncomingMessage): string {
+  const header = request.headers['x-request-id']
+  return typeof header === 'string' && SANE_REQUEST_ID.test(header) ? header : randomUUID()
+}
+
+export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
+  const { config, handlers } = options
+  const scopes = options.scopes ?? new ScopeManager()
+  // Widened: Fastify's types would otherwise carry pino's Logger into every route signature.
+  const logger: FastifyBaseLogger = options.logger ?? createLogger({ level: config.logLevel })
+
+  const app = Fastify({
+    loggerInstance: logger,
+    // request-log.ts writes the one line each request gets.
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'requestId' }),
+    genReqId: requestId,
+    bodyLimit: config.bodyLimitBytes,
+    // A slow upload is bounded too, a little past the longest budget any request can have.
+    requestTimeout: config.maxTimeoutMs + 5_000
+  })
+  app.decorate('scopes', scopes)
+
+  // Only JSON bodies: text/plain would reach a handler's schema as a string.
+  app.removeContentTypeParser('text/plain')
+  requestLifecycle(app)
+  app.setErrorHandler((err, request, reply) => {
+    const failure = toHiBeaverError(err)
+    request.failure = failure
+    return sendProblem(reply, failure)
+  })
+  app.setNotFoundHandler((request, reply) => {
+    const failure = new HiBeaverError('NOT_FOUND', `no route for ${request.method} ${request.url.slice(0, 128)}`)
+    request.failure = failure
+    return sendProblem(reply, failure)
+  })
+
+  await health(app, config.pressure)
+  handlerRoutes(app, {
+    handlers,
+    scopes,
+    createContext: contextFactory(options.resources ?? {}),
+    defaultTimeoutMs: config.defaultTimeoutMs,
+    maxTimeoutMs: config.maxTimeoutMs
+  })
+  return app
+}

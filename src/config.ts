@@ -1,0 +1,144 @@
+import { availableParallelism } from 'node:os'
+import { z } from 'zod'
+
+const MiB = 1024 * 1024
+
+const int = (min: number, max: number) => {
+  const error = `must be an integer from ${min} to ${max}`
+  return z.coerce.number({ error }).int({ error }).min(min, { error }).max(max, { error })
+}
+const url = (protocols: string[]) => z.string().refine((value) => {
+  if (!URL.canParse(value)) return false
+  return protocols.includes(new URL(value).protocol)
+}, { message: `must be a URL with scheme ${protocols.join(' or ')}` })
+
+// Every variable, its default and its bounds. `.env.example` documents each one; keep them in step.
+const schema = z.object({
+  HOST: z.string().min(1).default('127.0.0.1'),
+  PORT: int(0, 65535).default(3000),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
+    error: 'must be one of fatal, error, warn, info, debug, trace, silent'
+  }).default('info'),
+  BODY_LIMIT_BYTES: int(1, 64 * MiB).default(1 * MiB),
+
+  DEFAULT_TIMEOUT_MS: int(1, 3_600_000).default(10_000),
+  MAX_TIMEOUT_MS: int(1, 3_600_000).default(60_000),
+  SHUTDOWN_GRACE_MS: int(0, 600_000).default(10_000),
+  SHUTDOWN_DRAIN_MS: int(0, 600_000).default(0),
+
+  DATABASE_URL: url(['postgres:', 'postgresql:']).optional(),
+  PG_DATA_DIR: z.string().min(1).default('.data/postgres'),
+  PG_PORT: int(1, 65535).default(54329),
+  DB_POOL_MAX: int(1, 1000).default(10),
+  SEED_EVENTS: int(0, 100_000_000).default(1_000_000),
+
+  UPSTREAM_BASE_URL: url(['http:', 'https:']).optional(),
+  UPSTREAM_CONNECTIONS: int(1, 10_000).default(64),
+  UPSTREAM_BODY_LIMIT_BYTES: int(1, 512 * MiB).default(1 * MiB),
+
+  CPU_WORKERS: int(1, 256).default(availableParallelism()),
+  CPU_QUEUE_MAX: int(0, 100_000).default(64),
+
+  PRESSURE_MAX_EVENT_LOOP_DELAY_MS: int(0, 60_000).default(1000),
+  PRESSURE_MAX_EVENT_LOOP_UTILIZATION: z.coerce.number({ error: 'must be a number from 0 to 1' })
+    .min(0, { error: 'must be a number from 0 to 1' }).max(1, { error: 'must be a number from 0 to 1' }).default(0.98),
+  PRESSURE_MAX_HEAP_USED_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(0),
+  PRESSURE_MAX_RSS_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(0),
+  PRESSURE_SAMPLE_INTERVAL_MS: int(5, 60_000).default(1000)
+}).refine((env) => env.DEFAULT_TIMEOUT_MS <= env.MAX_TIMEOUT_MS, {
+  path: ['DEFAULT_TIMEOUT_MS'],
+  message: 'must not exceed MAX_TIMEOUT_MS'
+})
+
+export type Env = z.output<typeof schema>
+
+export interface Config {
+  host: string
+  port: number
+  logLevel: Env['LOG_LEVEL']
+  bodyLimitBytes: number
+  defaultTimeoutMs: number
+  maxTimeoutMs: number
+  shutdownGraceMs: number
+  shutdownDrainMs: number
+  databaseUrl: string | undefined
+  pgDataDir: string
+  pgPort: number
+  dbPoolMax: number
+  seedEvents: number
+  upstreamBaseUrl: string | undefined
+  upstreamConnections: number
+  upstreamBodyLimitBytes: number
+  cpuWorkers: number
+  cpuQueueMax: number
+  pressure: {
+    maxEventLoopDelayMs: number
+    maxEventLoopUtilization: number
+    maxHeapUsedBytes: number
+    maxRssBytes: number
+    sampleIntervalMs: number
+  }
+}
+
+export class ConfigError extends Error {
+  readonly variable: string
+
+  constructor (variable: string, message: string) {
+    super(`invalid environment: ${variable} ${message}`)
+    this.name = 'ConfigError'
+    this.variable = variable
+  }
+}
+
+// Empty strings count as unset, as they do in most .env conventions.
+function present (env: NodeJS.ProcessEnv): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [key, value] of Object.entries(env)) {
+    if (value !== undefined && value !== '') out[key] = value
+  }
+  return out
+}
+
+export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = schema.safeParse(present(env))
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]
+    const variable = String(issue?.path[0] ?? 'environment')
+    // A URL can carry a password: its value is never echoed.
+    const got = env[variable] === undefined || /URL|PASSWORD|SECRET/.test(variable)
+      ? ''
+      : ` (got ${JSON.stringify(env[variable])})`
+    throw new ConfigError(variable, `${issue?.message ?? 'is invalid'}${got}`)
+  }
+  return toConfig(parsed.data)
+}
+
+function toConfig (env: Env): Config {
+  return {
+    host: env.HOST,
+    port: env.PORT,
+    logLevel: env.LOG_LEVEL,
+    bodyLimitBytes: env.BODY_LIMIT_BYTES,
+    defaultTimeoutMs: env.DEFAULT_TIMEOUT_MS,
+    maxTimeoutMs: env.MAX_TIMEOUT_MS,
+    shutdownGraceMs: env.SHUTDOWN_GRACE_MS,
+    shutdownDrainMs: env.SHUTDOWN_DRAIN_MS,
+    databaseUrl: env.DATABASE_URL,
+    pgDataDir: env.PG_DATA_DIR,
+    pgPort: env.PG_PORT,
+    dbPoolMax: env.DB_POOL_MAX,
+    seedEvents: env.SEED_EVENTS,
+    upstreamBaseUrl: env.UPSTREAM_BASE_URL,
+    upstreamConnections: env.UPSTREAM_CONNECTIONS,
+    upstreamBodyLimitBytes: env.UPSTREAM_BODY_LIMIT_BYTES,
+    cpuWorkers: env.CPU_WORKERS,
+    cpuQueueMax: env.CPU_QUEUE_MAX,
+    pressure: {
+      maxEventLoopDelayMs: env.PRESSURE_MAX_EVENT_LOOP_DELAY_MS,
+      maxEventLoopUtilization: env.PRESSURE_MAX_EVENT_LOOP_UTILIZATION,
+      maxHeapUsedBytes: env.PRESSURE_MAX_HEAP_USED_BYTES,
+      maxRssBytes: env.PRESSURE_MAX_RSS_BYTES,
+      sampleIntervalMs: env.PRESSURE_SAMPLE_INTERVAL_MS
+    }
+  }
+}

@@ -1,0 +1,20 @@
+import type { HiBeaverError } from './errors.js'
+import type { AnyHandler } from './handler.js'
+import type { RequestScope } from './request-scope.js'
+
+// Every decoration HiBeaver adds to Fastify, declared in one place.
+declare module 'fastify' {
+  interface FastifyRequest {
+    // Set for handler routes, before the body is parsed.
+    scope: RequestScope | null
+    // The catalogue error this request was answered with, if any.
+    failure: HiBeaverError | null
+    startedAt: number
+  }
+
+  interface FastifyContextConfig {
+    handler?: AnyHandler
+    // Routes polled by machines (health) log at debug, not info.
+    quiet?: boolean
+  }
+}

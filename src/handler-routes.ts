@@ -1,0 +1,122 @@
+import type {
+  FastifyBaseLogger as Logger, FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler
+} from 'fastify'
+import type { z } from 'zod'
+import { HiBeaverError, invalidInput } from './errors.js'
+import type { AnyHandler } from './handler.js'
+import type { ContextFactory } from './handler-context.js'
+import type { ScopeManager } from './request-scope.js'
+import type { Scope } from './scope.js'
+import { budgetFromHeader, effectiveTimeout } from './budget.js'
+import './fastify-types.js'
+
+export interface HandlerRoutesOptions {
+  handlers: readonly AnyHandler[]
+  scopes: ScopeManager
+  createContext: ContextFactory
+  defaultTimeoutMs: number
+  maxTimeoutMs: number
+  // A handler still running this long after its scope aborted is reported by name.
+  overrunReportMs?: number
+}
+
+export function handlerRoutes (app: FastifyInstance, options: HandlerRoutesOptions): void {
+  const { handlers, scopes, defaultTimeoutMs, maxTimeoutMs } = options
+
+  // The scope exists before the body is read, so a slow upload spends the same budget.
+  const openScope: onRequestHookHandler = (request, _reply, done) => {
+    const handler = request.routeOptions.config.handler
+    if (handler === undefined) return done()
+
+    const timeoutMs = effectiveTimeout(handler, defaultTimeoutMs)
+    const budgetMs = budgetFromHeader(request.headers['x-request-timeout-ms'], timeoutMs, maxTimeoutMs)
+    request.scope = scopes.create({ budgetMs, requestId: request.id })
+    done()
+  }
+
+  const run = runner(options)
+  for (const handler of handlers) {
+    app.post(`/handlers/${handler.name}`, { onRequest: openScope, config: { handler } }, run)
+  }
+
+  // Declared without a body parser in the way: an unknown name is 404 whatever its body says.
+  app.post('/handlers/:name', {
+    onRequest: (request, _reply, done) => {
+      const { name } = request.params as { name: string }
+      done(new HiBeaverError('UNKNOWN_HANDLER', `no handler is named "${name.slice(0, 64)}"`))
+    }
+  }, async () => undefined)
+
+  app.get('/handlers', async () => ({
+    data: handlers.map((handler) => ({
+      name: handler.name,
+      description: handler.description,
+      timeoutMs: effectiveTimeout(handler, defaultTimeoutMs)
+    }))
+  }))
+}
+
+function runner (options: HandlerRoutesOptions) {
+  const overrunReportMs = options.overrunReportMs ?? 100
+
+  return async function runHandler (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+    const handler = request.routeOptions.config.handler as AnyHandler
+    const scope = request.scope as Scope
+
+    const parsed = handler.input.safeParse(request.body)
+    if (!parsed.success) {
+      throw invalidInput('the body does not match the handler\'s input', {
+        errors: parsed.error.issues.map((issue: z.core.$ZodIssue) => ({ path: issue.path.join('.'), message: issue.message }))
+      })
+    }
+
+    const ctx = options.createContext(scope, request.log, handler.name)
+    try {
+      return { data: await raceScope(scope, handler, parsed.data, ctx, request.log, overrunReportMs) }
+    } catch (err) {
+      // Nobody is listening: answering would only write into a closed socket.
+      if (scope.reason?.code === 'CLIENT_CLOSED') return reply.hijack()
+      throw err
+    }
+  }
+}
+
+// The handler's promise raced against its scope: the client is answered at the deadline even
+// when the handler ignores its signal. Such a handler is named in the log when it finally settles.
+function raceScope (
+  scope: Scope,
+  handler: AnyHandler,
+  input: unknown,
+  ctx: ReturnType<ContextFactory>,
+  log: Logger,
+  overrunReportMs: number
+): Promise<unknown> {
+  if (scope.reason !== undefined) return Promise.reject(scope.reason)
+
+  return new Promise((resolve, reject) => {
+    let abortedAt = 0
+    const removeAbort = scope.onAbort((reason) => {
+      abortedAt = performance.now()
+      reject(reason)
+    })
+    const settled = (): void => {
+      removeAbort()
+      if (abortedAt === 0) return
+      const overrunMs = Math.round(performance.now() - abortedAt)
+      if (overrunMs >= overrunReportMs) {
+        log.warn({ handler: handler.name, overrunMs, reason: scope.reason?.code }, 'handler overran its scope')
+      }
+    }
+
+    let pending: Promise<unknown>
+    try {
+      pending = handler.process(input, ctx)
+    } catch (err) {
+      pending = Promise.reject(err)
+    }
+    pending.then(
+      (value) => { settled(); resolve(value) },
+      (err: unknown) => { settled(); reject(err) }
+    )
+  })
+}

@@ -1,0 +1,63 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { abortReasons } from './errors.js'
+import './fastify-types.js'
+
+export type Outcome = 'ok' | 'deadline_exceeded' | 'client_closed' | 'shutting_down' | 'error'
+
+const NO_RESPONSE_STATUS = 499
+
+// Tracks every request from arrival to the closing of its response: sets x-request-id, notices
+// a client that left (the response closed before it finished), disposes the request's scope and
+// writes the one log line a finished request gets.
+export function requestLifecycle (app: FastifyInstance): void {
+  app.decorateRequest('scope', null)
+  app.decorateRequest('failure', null)
+  app.decorateRequest('startedAt', 0)
+
+  app.addHook('onRequest', (request, reply, done) => {
+    request.startedAt = performance.now()
+    reply.header('x-request-id', request.id)
+    // The response side, not the request: a request stream closes as soon as its body has been
+    // read, while the client is still waiting for its answer.
+    reply.raw.once('close', () => finish(request, reply))
+    done()
+  })
+}
+
+function finish (request: FastifyRequest, reply: FastifyReply): void {
+  const clientLeft = !reply.raw.writableFinished
+  const scope = request.scope
+  if (clientLeft) scope?.abort(abortReasons.clientClosed())
+  scope?.dispose()
+
+  const failure = request.failure
+  const status = clientLeft ? NO_RESPONSE_STATUS : reply.statusCode
+  const outcome = outcomeOf(clientLeft, failure?.code)
+  const handler = request.routeOptions.config.handler?.name
+  const fields = {
+    handler,
+    method: request.method,
+    url: request.url,
+    status,
+    outcome,
+    code: clientLeft ? 'CLIENT_CLOSED' : failure?.code,
+    durationMs: Math.round((performance.now() - request.startedAt) * 10) / 10,
+    budgetMs: scope?.budgetMs
+  }
+
+  if (failure !== null && failure.status >= 500 && failure.code === 'INTERNAL') {
+    request.log.error({ ...fields, err: failure.cause ?? failure }, 'request finished')
+  } else if (request.routeOptions.config.quiet === true) {
+    request.log.debug(fields, 'request finished')
+  } else {
+    request.log.info(fields, 'request finished')
+  }
+}
+
+function outcomeOf (clientLeft: boolean, code: string | undefined): Outcome {
+  if (clientLeft) return 'client_closed'
+  if (code === undefined) return 'ok'
+  if (code === 'DEADLINE_EXCEEDED') return 'deadline_exceeded'
+  if (code === 'SHUTTING_DOWN') return 'shutting_down'
+  return 'error'
+}

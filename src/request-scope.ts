@@ -1,0 +1,173 @@
+import { randomUUID } from 'node:crypto'
+import { abortReasons, type HiBeaverError } from './errors.js'
+import { DeadlineWheel, monotonicClock, type Clock, type Expirable } from './deadline-wheel.js'
+import type { Scope } from './scope.js'
+
+type AbortCallback = (reason: HiBeaverError) => void
+
+export interface ScopeOptions {
+  budgetMs: number
+  requestId?: string
+}
+
+// One request's cancellation scope: an absolute deadline, a first-cause-wins abort reason, and
+// an AbortSignal made only when somebody asks for it. Disposal takes it out of every structure
+// that could keep it alive: the deadline wheel and the manager's live set.
+export class RequestScope implements Scope, Expirable {
+  readonly requestId: string
+  readonly budgetMs: number
+  readonly startedAt: number
+  readonly #deadlineAt: number
+  readonly #manager: ScopeManager
+  readonly #slot: number
+  #controller: AbortController | undefined
+  #reason: HiBeaverError | undefined
+  #callbacks: AbortCallback[] | undefined
+  #disposed = false
+
+  constructor (manager: ScopeManager, options: ScopeOptions, now: number) {
+    this.requestId = options.requestId ?? randomUUID()
+    this.budgetMs = options.budgetMs
+    this.startedAt = now
+    this.#deadlineAt = now + options.budgetMs
+    this.#manager = manager
+    this.#slot = manager.wheel.add(this, this.#deadlineAt)
+  }
+
+  get signal (): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController()
+      if (this.#reason !== undefined) this.#controller.abort(this.#reason)
+    }
+    return this.#controller.signal
+  }
+
+  get aborted (): boolean {
+    return this.#reason !== undefined
+  }
+
+  get reason (): HiBeaverError | undefined {
+    return this.#reason
+  }
+
+  get disposed (): boolean {
+    return this.#disposed
+  }
+
+  get deadline (): number {
+    return Math.round(performance.timeOrigin + this.#deadlineAt)
+  }
+
+  remaining (): number {
+    return Math.max(0, this.#deadlineAt - this.#manager.clock.now())
+  }
+
+  elapsed (): number {
+    return this.#manager.clock.now() - this.startedAt
+  }
+
+  throwIfAborted (): void {
+    if (this.#reason !== undefined) throw this.#reason
+  }
+
+  onAbort (fn: AbortCallback): () => void {
+    if (this.#reason !== undefined) {
+      fn(this.#reason)
+      return noop
+    }
+    if (this.#disposed) return noop
+
+    this.#callbacks ??= []
+    this.#callbacks.push(fn)
+    return () => this.#removeCallback(fn)
+  }
+
+  // First cause wins: later calls return false and change nothing.
+  abort (reason: HiBeaverError): boolean {
+    if (this.#reason !== undefined || this.#disposed) return false
+
+    this.#reason = reason
+    this.#manager.release(this, this.#slot)
+    const callbacks = this.#callbacks
+    this.#callbacks = undefined
+    this.#controller?.abort(reason)
+    if (callbacks !== undefined) {
+      for (const fn of callbacks) fn(reason)
+    }
+    return true
+  }
+
+  // Called by the deadline wheel. The error is made here rather than at creation: a stack per
+  // request costs more than the whole scope, and a wheel tick has no useful stack to show.
+  expire (): void {
+    this.abort(abortReasons.deadline(this.budgetMs))
+  }
+
+  // Safe to call twice. Does not abort: a finished request has nothing left to stop.
+  dispose (): void {
+    if (this.#disposed) return
+
+    this.#disposed = true
+    this.#callbacks = undefined
+    if (this.#reason === undefined) this.#manager.release(this, this.#slot)
+  }
+
+  #removeCallback (fn: AbortCallback): void {
+    const callbacks = this.#callbacks
+    if (callbacks === undefined) return
+    const index = callbacks.indexOf(fn)
+    if (index !== -1) callbacks.splice(index, 1)
+  }
+}
+
+function noop (): void {}
+
+export interface ScopeManagerOptions {
+  clock?: Clock
+  tickMs?: number
+}
+
+// Owns the deadline wheel and the set of live scopes. Shutdown walks the live set instead of
+// linking every request signal to a process-wide one with AbortSignal.any(), which on Node 20
+// retains each request's signal for the life of the process (nodejs/node#55351).
+export class ScopeManager {
+  readonly clock: Clock
+  readonly wheel: DeadlineWheel
+  readonly #live = new Set<RequestScope>()
+
+  constructor (options: ScopeManagerOptions = {}) {
+    this.clock = options.clock ?? monotonicClock
+    this.wheel = new DeadlineWheel({ clock: this.clock, ...(options.tickMs === undefined ? {} : { tickMs: options.tickMs }) })
+  }
+
+  get live (): number {
+    return this.#live.size
+  }
+
+  create (options: ScopeOptions): RequestScope {
+    const scope = new RequestScope(this, options, this.clock.now())
+    this.#live.add(scope)
+    return scope
+  }
+
+  // Aborts every live scope with the same reason; returns how many it aborted.
+  abortAll (reason: () => HiBeaverError): number {
+    let count = 0
+    for (const scope of [...this.#live]) {
+      if (scope.abort(reason())) count++
+    }
+    return count
+  }
+
+  release (scope: RequestScope, slot: number): void {
+    this.wheel.remove(scope, slot)
+    this.#live.delete(scope)
+  }
+}
+
+const defaultManager = new ScopeManager()
+
+// A scope outside any server, for adapters and tests.
+export function createScope (options: ScopeOptions): RequestScope {
+  return defaultManager.create(options)
+}

@@ -1,0 +1,106 @@
+import t from 'tap'
+import { request } from 'undici'
+import { coreHandlers } from './fixtures/core-handlers.js'
+import { startApp } from './helpers/app.js'
+import { getJson, postJson } from './helpers/http.js'
+
+const PROBLEM_FIELDS = ['type', 'title', 'status', 'detail', 'code', 'requestId']
+
+t.test('the HTTP contract', async (t) => {
+  const server = await startApp({ handlers: coreHandlers, env: { BODY_LIMIT_BYTES: '1024' } })
+  t.teardown(() => server.close())
+  const url = (path: string) => `${server.url}${path}`
+
+  t.test('a handler answers { data }', async (t) => {
+    const res = await postJson(url('/handlers/echo'), { message: 'hello' })
+    t.equal(res.status, 200)
+    t.same(res.body, { data: { message: 'hello' } })
+    t.match(res.headers['x-request-id'], /^[0-9a-f-]{36}$/, 'a request id is made when none is sent')
+  })
+
+  t.test('problem+json for every client error, with stable codes', async (t) => {
+    const cases: Array<[string, () => Promise<{ status: number, body: Record<string, unknown> }>, number, string]> = [
+      ['unknown handler', () => postJson(url('/handlers/nope'), { a: 1 }), 404, 'UNKNOWN_HANDLER'],
+      ['unknown handler with a bad body', () => postJson(url('/handlers/nope'), '{oops'), 404, 'UNKNOWN_HANDLER'],
+      ['malformed JSON', () => postJson(url('/handlers/echo'), '{"message": '), 400, 'INVALID_INPUT'],
+      ['schema mismatch', () => postJson(url('/handlers/echo'), { message: 42 }), 400, 'INVALID_INPUT'],
+      ['no body', () => postJson(url('/handlers/echo'), ''), 400, 'INVALID_INPUT'],
+      ['body too large', () => postJson(url('/handlers/echo'), { message: 'x'.repeat(2048) }), 413, 'PAYLOAD_TOO_LARGE'],
+      ['unknown route', () => getJson(url('/nowhere')), 404, 'NOT_FOUND']
+    ]
+    for (const [name, send, status, code] of cases) {
+      const res = await send()
+      t.equal(res.status, status, `${name}: status`)
+      t.equal(res.body.code, code, `${name}: code`)
+      t.same(Object.keys(res.body).filter((k) => PROBLEM_FIELDS.includes(k)).sort(), [...PROBLEM_FIELDS].sort(),
+        `${name}: every problem field`)
+    }
+
+    const text = await request(url('/handlers/echo'), {
+      method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'hello'
+    })
+    t.equal(text.statusCode, 415)
+    t.equal((await text.body.json() as { code: string }).code, 'UNSUPPORTED_MEDIA_TYPE')
+  })
+
+  t.test('schema errors say which field is wrong', async (t) => {
+    const res = await postJson(url('/handlers/echo'), { message: 42 })
+    t.match(res.body.errors, [{ path: 'message' }])
+  })
+
+  t.test('an internal error is 500 INTERNAL with nothing of the cause, logged with its stack', async (t) => {
+    const res = await postJson(url('/handlers/fails'), {}, { 'x-request-id': 'fails-1' })
+    t.equal(res.status, 500)
+    t.equal(res.body.code, 'INTERNAL')
+    t.notMatch(JSON.stringify(res.body), /secret|hunter2|10\.0\.0\.5|at /, 'no internals reach the client')
+
+    const line = await server.waitForLog((l) => l.msg === 'request finished' && l.requestId === 'fails-1')
+    t.equal(line.level, 50, 'logged as error')
+    t.equal(line.outcome, 'error')
+    t.match((line.err as { stack: string }).stack, /secret internal detail/)
+  })
+
+  t.test('x-request-id is echoed when sane, replaced when not', async (t) => {
+    const sane = await postJson(url('/handlers/echo'), { message: 'a' }, { 'x-request-id': 'abc-123_X.y:z' })
+    t.equal(sane.headers['x-request-id'], 'abc-123_X.y:z')
+    const insane = await postJson(url('/handlers/echo'), { message: 'a' }, { 'x-request-id': 'a b<script>' })
+    t.not(insane.headers['x-request-id'], 'a b<script>')
+    t.equal((await getJson(url('/nowhere'), { 'x-request-id': 'nf-1' })).headers['x-request-id'], 'nf-1',
+      'on errors too')
+  })
+
+  t.test('GET /handlers lists each handler with its effective timeout', async (t) => {
+    const res = await getJson(url('/handlers'))
+    t.equal(res.status, 200)
+    const list = res.body.data as Array<{ name: string, timeoutMs: number, description: string }>
+    t.same(list.map((h) => h.name).sort(), coreHandlers.map((h) => h.name).sort())
+    t.equal(list.find((h) => h.name === 'short-timeout')?.timeoutMs, 150)
+    t.equal(list.find((h) => h.name === 'echo')?.timeoutMs, 10_000)
+  })
+
+  t.test('GET /health answers 200', async (t) => {
+    const res = await getJson(url('/health'))
+    t.equal(res.status, 200)
+    t.same(res.body, { status: 'ok' })
+  })
+})
+
+t.test('over a pressure threshold, /health and handlers answer 503 OVERLOADED with Retry-After', async (t) => {
+  const server = await startApp({
+    handlers: coreHandlers,
+    env: { PRESSURE_MAX_HEAP_USED_BYTES: '1', PRESSURE_SAMPLE_INTERVAL_MS: '5' }
+  })
+  t.teardown(() => server.close())
+  // under-pressure samples on an interval; wait for the first sample to land.
+  let res = await getJson(`${server.url}/health`)
+  for (let i = 0; i < 200 && res.status === 200; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 10))
+    res = await getJson(`${server.url}/health`)
+  }
+  t.equal(res.status, 503)
+  t.equal(res.body.code, 'OVERLOADED')
+  t.ok(Number(res.headers['retry-after']) >= 1, 'Retry-After is set')
+
+  const handler = await postJson(`${server.url}/handlers/echo`, { message: 'x' })
+  t.equal(handler.status, 503, 'work is shed too')
+})
