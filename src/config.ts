@@ -52,6 +52,9 @@ const schema = z.object({
 
 export type Env = z.output<typeof schema>
 
+// The names of every variable HiBeaver reads.
+export const ENV_VARIABLES: readonly string[] = Object.keys(schema.shape)
+
 export interface Config {
   host: string
   port: number
