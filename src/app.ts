@@ -10,7 +10,9 @@ import { handlerRoutes } from './handler-routes.js'
 import { health } from './health.js'
 import { createLogger } from './logger.js'
 import { sendProblem, toHiBeaverError } from './problem.js'
+import { Readiness, type ReadinessCheck } from './readiness.js'
 import { ScopeManager } from './request-scope.js'
+import { shutdownGate } from './shutdown.js'
 import { requestLifecycle } from './request-log.js'
 import './fastify-types.js'
 
@@ -18,6 +20,7 @@ export interface AppOptions {
   config: Config
   handlers: readonly AnyHandler[]
   resources?: Providers
+  readiness?: readonly ReadinessCheck[]
   logger?: Logger
   scopes?: ScopeManager
 }
@@ -48,13 +51,16 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
     genReqId: requestId,
     bodyLimit: config.bodyLimitBytes,
     // A slow upload is bounded too, a little past the longest budget any request can have.
-    requestTimeout: config.maxTimeoutMs + 5_000
+    requestTimeout: config.maxTimeoutMs + 5_000,
+    // shutdown.ts answers requests that arrive while closing, as problem+json.
+    return503OnClosing: false
   })
   app.decorate('scopes', scopes)
 
   // Only JSON bodies: text/plain would reach a handler's schema as a string.
   app.removeContentTypeParser('text/plain')
   requestLifecycle(app)
+  shutdownGate(app)
   app.setErrorHandler((err, request, reply) => {
     const failure = toHiBeaverError(err)
     request.failure = failure
@@ -66,7 +72,7 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
     return sendProblem(reply, failure)
   })
 
-  await health(app, config.pressure)
+  await health(app, config.pressure, new Readiness(options.readiness ?? []))
   handlerRoutes(app, {
     handlers,
     scopes,

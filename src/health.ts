@@ -1,12 +1,14 @@
 import underPressure from '@fastify/under-pressure'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyReply } from 'fastify'
+import type { Config } from './config.js'
 import { HiBeaverError } from './errors.js'
 import { sendProblem } from './problem.js'
-import type { Config } from './config.js'
+import type { Readiness } from './readiness.js'
+import './fastify-types.js'
 
-// Load shedding and GET /health. Over any threshold every route answers 503 OVERLOADED with
-// Retry-After, /health included: that is what a load balancer should see.
-export async function health (app: FastifyInstance, pressure: Config['pressure']): Promise<void> {
+// Load shedding and the health routes. Over any pressure threshold every route answers
+// 503 OVERLOADED with Retry-After, readiness included; liveness never sheds.
+export async function health (app: FastifyInstance, pressure: Config['pressure'], readiness: Readiness): Promise<void> {
   const retryAfter = Math.max(1, Math.ceil(pressure.sampleIntervalMs / 1000))
 
   await app.register(underPressure, {
@@ -15,15 +17,30 @@ export async function health (app: FastifyInstance, pressure: Config['pressure']
     maxHeapUsedBytes: pressure.maxHeapUsedBytes,
     maxRssBytes: pressure.maxRssBytes,
     sampleInterval: pressure.sampleIntervalMs,
-    pressureHandler: (_request, reply, type, value) => {
+    pressureHandler: (request, reply, type, value) => {
       const err = new HiBeaverError('OVERLOADED', 'the server is overloaded; retry later', {
         retryAfter,
         details: { pressure: type, value }
       })
-      reply.request.failure = err
+      request.failure = err
       sendProblem(reply, err)
     }
   })
 
-  app.get('/health', { config: { quiet: true } }, async () => ({ status: 'ok' }))
+  // The process runs and its event loop turns: nothing else, so a restart never follows load.
+  app.get('/health/live', {
+    config: { quiet: true, pressureHandler: () => undefined }
+  }, async () => ({ status: 'ok' }))
+
+  const ready = async (_request: unknown, reply: FastifyReply) => {
+    const failure = app.lifecycle.phase === 'running'
+      ? await readiness.failure()
+      : new HiBeaverError('SHUTTING_DOWN', 'the server is shutting down')
+    if (failure === undefined) return { status: 'ok' }
+
+    reply.request.failure = failure
+    return sendProblem(reply, failure)
+  }
+  app.get('/health/ready', { config: { quiet: true } }, ready)
+  app.get('/health', { config: { quiet: true } }, ready)
 }
