@@ -78,7 +78,8 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
     scopes,
     createContext: contextFactory(options.resources ?? {}),
     defaultTimeoutMs: config.defaultTimeoutMs,
-    maxTimeoutMs: config.maxTimeoutMs
+    maxTimeoutMs: config.maxTimeoutMs,
+    maxConcurrency: config.handlerMaxConcurrency
   })
   return app
 }

@@ -25,6 +25,7 @@ const schema = z.object({
   MAX_TIMEOUT_MS: int(1, 3_600_000).default(60_000),
   SHUTDOWN_GRACE_MS: int(0, 600_000).default(10_000),
   SHUTDOWN_DRAIN_MS: int(0, 600_000).default(0),
+  HANDLER_MAX_CONCURRENCY: int(0, 1_000_000).default(0),
 
   DATABASE_URL: url(['postgres:', 'postgresql:']).optional(),
   PG_DATA_DIR: z.string().min(1).default('.data/postgres'),
@@ -64,6 +65,7 @@ export interface Config {
   maxTimeoutMs: number
   shutdownGraceMs: number
   shutdownDrainMs: number
+  handlerMaxConcurrency: number
   databaseUrl: string | undefined
   pgDataDir: string
   pgPort: number
@@ -126,6 +128,7 @@ function toConfig (env: Env): Config {
     maxTimeoutMs: env.MAX_TIMEOUT_MS,
     shutdownGraceMs: env.SHUTDOWN_GRACE_MS,
     shutdownDrainMs: env.SHUTDOWN_DRAIN_MS,
+    handlerMaxConcurrency: env.HANDLER_MAX_CONCURRENCY,
     databaseUrl: env.DATABASE_URL,
     pgDataDir: env.PG_DATA_DIR,
     pgPort: env.PG_PORT,

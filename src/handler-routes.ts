@@ -16,12 +16,17 @@ export interface HandlerRoutesOptions {
   createContext: ContextFactory
   defaultTimeoutMs: number
   maxTimeoutMs: number
+  // Per-handler in-flight limit for handlers that set none; 0 is no limit.
+  maxConcurrency: number
   // A handler still running this long after its scope aborted is reported by name.
   overrunReportMs?: number
 }
 
 export function handlerRoutes (app: FastifyInstance, options: HandlerRoutesOptions): void {
   const { handlers, scopes, defaultTimeoutMs, maxTimeoutMs } = options
+  const gates = new Map(handlers.map((handler) => [handler, new ConcurrencyGate(
+    handler.maxConcurrency ?? (options.maxConcurrency === 0 ? Number.POSITIVE_INFINITY : options.maxConcurrency)
+  )]))
 
   // The scope exists before the body is read, so a slow upload spends the same budget.
   const openScope: onRequestHookHandler = (request, _reply, done) => {
@@ -30,7 +35,11 @@ export function handlerRoutes (app: FastifyInstance, options: HandlerRoutesOptio
 
     const timeoutMs = effectiveTimeout(handler, defaultTimeoutMs)
     const budgetMs = budgetFromHeader(request.headers['x-request-timeout-ms'], timeoutMs, maxTimeoutMs)
-    request.scope = scopes.create({ budgetMs, requestId: request.id })
+    const gate = gates.get(handler) as ConcurrencyGate
+    if (!gate.enter()) {
+      throw new HiBeaverError('OVERLOADED', `handler "${handler.name}" is at its concurrency limit`)
+    }
+    request.scope = scopes.create({ budgetMs, requestId: request.id, onDispose: gate.leave })
     done()
   }
 
@@ -54,6 +63,25 @@ export function handlerRoutes (app: FastifyInstance, options: HandlerRoutesOptio
       timeoutMs: effectiveTimeout(handler, defaultTimeoutMs)
     }))
   }))
+}
+
+class ConcurrencyGate {
+  readonly #max: number
+  #active = 0
+
+  constructor (max: number) {
+    this.#max = max
+  }
+
+  enter (): boolean {
+    if (this.#active >= this.#max) return false
+    this.#active++
+    return true
+  }
+
+  readonly leave = (): void => {
+    this.#active--
+  }
 }
 
 function runner (options: HandlerRoutesOptions) {

@@ -20,6 +20,9 @@ export interface HandlerDefinition<Schema extends z.ZodType = z.ZodType, Output 
   readonly input: Schema
   // The handler's own timeout; the effective one is the smallest of this and the server's default.
   readonly timeoutMs?: number
+  // Most requests of this handler in flight at once; past it, 503 OVERLOADED at once rather
+  // than a queue whose waiters would miss their deadlines. Unset: HANDLER_MAX_CONCURRENCY.
+  readonly maxConcurrency?: number
   process (input: z.output<Schema>, ctx: HandlerContext): Promise<Output>
 }
 
@@ -32,8 +35,11 @@ export function defineHandler<Schema extends z.ZodType, Output> (
   if (!HANDLER_NAME.test(definition.name)) {
     throw new TypeError(`handler name "${definition.name}" must be kebab-case`)
   }
-  if (definition.timeoutMs !== undefined && !(Number.isInteger(definition.timeoutMs) && definition.timeoutMs > 0)) {
-    throw new TypeError(`handler "${definition.name}": timeoutMs must be a positive integer`)
+  for (const key of ['timeoutMs', 'maxConcurrency'] as const) {
+    const value = definition[key]
+    if (value !== undefined && !(Number.isInteger(value) && value > 0)) {
+      throw new TypeError(`handler "${definition.name}": ${key} must be a positive integer`)
+    }
   }
   return Object.freeze(definition)
 }

@@ -8,6 +8,8 @@ type AbortCallback = (reason: HiBeaverError) => void
 export interface ScopeOptions {
   budgetMs: number
   requestId?: string
+  // Runs once when the scope is disposed, such as giving back a concurrency slot.
+  onDispose?: () => void
 }
 
 // One request's cancellation scope: an absolute deadline, a first-cause-wins abort reason, and
@@ -20,6 +22,7 @@ export class RequestScope implements Scope, Expirable {
   readonly #deadlineAt: number
   readonly #manager: ScopeManager
   readonly #slot: number
+  readonly #onDispose: (() => void) | undefined
   #controller: AbortController | undefined
   #reason: HiBeaverError | undefined
   #callbacks: AbortCallback[] | undefined
@@ -31,6 +34,7 @@ export class RequestScope implements Scope, Expirable {
     this.startedAt = now
     this.#deadlineAt = now + options.budgetMs
     this.#manager = manager
+    this.#onDispose = options.onDispose
     this.#slot = manager.wheel.add(this, this.#deadlineAt)
   }
 
@@ -110,6 +114,7 @@ export class RequestScope implements Scope, Expirable {
     this.#disposed = true
     this.#callbacks = undefined
     if (this.#reason === undefined) this.#manager.release(this, this.#slot)
+    this.#onDispose?.()
   }
 
   #removeCallback (fn: AbortCallback): void {

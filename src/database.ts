@@ -1,0 +1,278 @@
+import { channel } from 'node:diagnostics_channel'
+import pg, { type ClientConfig, type PoolClient, type QueryResult, type QueryResultRow } from 'pg'
+import { Lease, type CancelEvent } from './db-lease.js'
+import { applyStatementTimeout } from './db-session.js'
+import { sqlState, unavailable } from './db-errors.js'
+import { HiBeaverError } from './errors.js'
+import type { ResourceProvider } from './resources.js'
+import type { Scope } from './scope.js'
+
+// The PostgreSQL adapter. Every wait is bounded by the request's scope: getting a pool client
+// (node-postgres's pool.connect() can wait forever, brianc/node-postgres#2704), the statement
+// (cancelled on the server when the scope aborts, statement_timeout as a backstop) and the
+// transaction (rolled back unless COMMIT was sent). Handlers see only ScopedDatabase.
+
+export interface DatabaseOptions {
+  connectionString: string
+  poolMax?: number
+  applicationName?: string
+  // One connection attempt, at most; the request's budget bounds it further.
+  connectTimeoutMs?: number
+  idleTimeoutMs?: number
+  // How long a statement may take to end after its cancel before its connection is destroyed.
+  settleTimeoutMs?: number
+  // PostgreSQL checks that the client is still there during long statements (0: off).
+  connectionCheckIntervalMs?: number
+  // The server ends a session left idle inside a transaction: a backstop, never reached normally.
+  idleInTransactionTimeoutMs?: number
+}
+
+export interface QuerySpec {
+  // Set to reuse a prepared statement on each connection.
+  name?: string
+  text: string
+  values?: unknown[]
+}
+
+export interface Queryable {
+  query<R extends QueryResultRow = QueryResultRow> (query: QuerySpec): Promise<QueryResult<R>>
+}
+
+export interface ScopedDatabase extends Queryable {
+  // BEGIN, `work`, COMMIT on one connection. Aborted before COMMIT is sent: rolled back. Once
+  // COMMIT is sent it is neither cancelled nor raced: the transaction's outcome is known.
+  transaction<T> (work: (tx: Queryable) => Promise<T>): Promise<T>
+}
+
+export interface DatabaseStats {
+  // Connections open, idle in the pool, and requests waiting for one (node-postgres's counts).
+  total: number
+  idle: number
+  waiting: number
+  // Checked out by requests, including those still settling after an abort.
+  leased: number
+}
+
+export interface Database extends ResourceProvider<ScopedDatabase> {
+  // A fresh connection outside the pool and `SELECT 1`; rejects with DATABASE_UNAVAILABLE.
+  ping (timeoutMs?: number): Promise<void>
+  stats (): DatabaseStats
+}
+
+declare module './handler.js' {
+  interface HandlerResources {
+    db: ScopedDatabase
+  }
+}
+
+// Diagnostics, for the edge to log or measure: a statement cancelled on the server (CancelEvent),
+// a connection destroyed instead of returned ({ err }), an idle connection's error ({ err }).
+export const channels = {
+  cancel: channel('hibeaver:db:cancel'),
+  destroyed: channel('hibeaver:db:destroyed'),
+  idleError: channel('hibeaver:db:idle-error')
+}
+
+const INT8_OID = 20
+
+// bigint ids and counts as numbers while they are exact, as strings beyond. Set per pool, not on
+// pg.types, so nothing else in the process is affected.
+const types = {
+  getTypeParser (oid: number, format?: 'text' | 'binary') {
+    if (oid === INT8_OID && format !== 'binary') return parseInt8
+    return pg.types.getTypeParser(oid, format) as (text: string) => unknown
+  }
+} as ClientConfig['types']
+
+function parseInt8 (text: string): number | string {
+  const value = Number(text)
+  return Number.isSafeInteger(value) ? value : text
+}
+
+export function createDatabase (options: DatabaseOptions): Database {
+  return new PgDatabase(options)
+}
+
+class PgDatabase implements Database {
+  readonly #options: Required<DatabaseOptions>
+  readonly #pool: pg.Pool
+  readonly #leases = new Set<Lease>()
+  #checkIntervalSupported: boolean | undefined
+  #closing: Promise<void> | undefined
+
+  constructor (options: DatabaseOptions) {
+    this.#options = {
+      poolMax: 10,
+      applicationName: 'hibeaver',
+      connectTimeoutMs: 5000,
+      idleTimeoutMs: 30_000,
+      settleTimeoutMs: 5000,
+      connectionCheckIntervalMs: 1000,
+      idleInTransactionTimeoutMs: 60_000,
+      ...options
+    }
+    this.#pool = this.#createPool()
+  }
+
+  #createPool (): pg.Pool {
+    const options = this.#options
+    const pool = new pg.Pool({
+      connectionString: options.connectionString,
+      max: options.poolMax,
+      idleTimeoutMillis: options.idleTimeoutMs,
+      application_name: options.applicationName,
+      idle_in_transaction_session_timeout: options.idleInTransactionTimeoutMs,
+      keepAlive: true,
+      types,
+      // The connect timeout goes on the client only: on the pool it would also cap the wait for
+      // a busy pool, which the request's own budget bounds instead.
+      Client: clientClass(options.connectTimeoutMs),
+      // pg-pool awaits this hook before handing a new client out (pg-pool 3.14 onConnect).
+      // eslint-disable-next-line @typescript-eslint/no-misused-promises
+      onConnect: (client: pg.ClientBase) => this.#setUp(client)
+    })
+    // An idle client whose server session ends (pg_terminate_backend, restart) emits 'error'
+    // through the pool, which has already removed it; without a listener the process would die.
+    pool.on('error', (err) => channels.idleError.publish({ err }))
+    return pool
+  }
+
+  // The server checks for a vanished client during long statements, so a HiBeaver that dies
+  // mid-query does not leave its statement running; not every platform allows it.
+  async #setUp (client: pg.ClientBase): Promise<void> {
+    const interval = this.#options.connectionCheckIntervalMs
+    if (interval === 0 || this.#checkIntervalSupported === false) return
+    try {
+      await client.query({
+        text: 'SELECT set_config($1, $2, false)',
+        values: ['client_connection_check_interval', String(interval)]
+      })
+      this.#checkIntervalSupported = true
+    } catch (err) {
+      if (sqlState(err) !== '22023') throw err
+      this.#checkIntervalSupported = false
+    }
+  }
+
+  forScope (scope: Scope): ScopedDatabase {
+    return new BoundDatabase(this, scope)
+  }
+
+  // A client for `scope`, waiting at most until the scope aborts (its deadline included).
+  lease (scope: Scope): Promise<Lease> {
+    if (this.#closing !== undefined) {
+      return Promise.reject(new HiBeaverError('SHUTTING_DOWN', 'the database pool is closed'))
+    }
+    if (scope.reason !== undefined) return Promise.reject(scope.reason)
+
+    const connecting = this.#pool.connect()
+    return new Promise((resolve, reject) => {
+      let abandoned = false
+      const off = scope.onAbort((reason) => {
+        abandoned = true
+        reject(reason)
+      })
+      connecting.then((client) => {
+        off()
+        // Abandoned: the client goes straight back, as clean as the pool gave it.
+        if (abandoned) client.release()
+        else resolve(this.#track(client, scope))
+      }, (err: unknown) => {
+        off()
+        // Refused, timed out, shutting down, authentication: the database cannot serve us now.
+        if (!abandoned) reject(unavailable(err))
+      })
+    })
+  }
+
+  #track (client: PoolClient, scope: Scope): Lease {
+    const lease = new Lease(client, scope, {
+      settleTimeoutMs: this.#options.settleTimeoutMs,
+      onCancel: (event: CancelEvent) => channels.cancel.publish(event),
+      onDone: (done, destroyed) => {
+        this.#leases.delete(done)
+        if (destroyed !== undefined) channels.destroyed.publish({ err: destroyed })
+      }
+    })
+    this.#leases.add(lease)
+    return lease
+  }
+
+  async ping (timeoutMs = 1000): Promise<void> {
+    const client = new pg.Client({
+      connectionString: this.#options.connectionString,
+      application_name: this.#options.applicationName,
+      connectionTimeoutMillis: timeoutMs,
+      query_timeout: timeoutMs
+    })
+    client.on('error', () => {})
+    try {
+      await client.connect()
+      await client.query('SELECT 1')
+    } catch (err) {
+      throw unavailable(err)
+    } finally {
+      client.end().catch(() => {})
+    }
+  }
+
+  stats (): DatabaseStats {
+    return {
+      total: this.#pool.totalCount,
+      idle: this.#pool.idleCount,
+      waiting: this.#pool.waitingCount,
+      leased: this.#leases.size
+    }
+  }
+
+  close (): Promise<void> {
+    this.#closing ??= this.#pool.end()
+    return this.#closing
+  }
+}
+
+function clientClass (connectTimeoutMs: number): typeof pg.Client {
+  return class HiBeaverClient extends pg.Client {
+    // Credentials travel in the connection string: the pool hides a separate password by
+    // making it non-enumerable, which a spread would drop.
+    constructor (config?: ClientConfig) {
+      super({ ...config, connectionTimeoutMillis: connectTimeoutMs })
+    }
+  }
+}
+
+class BoundDatabase implements ScopedDatabase {
+  readonly #db: PgDatabase
+  readonly #scope: Scope
+
+  constructor (db: PgDatabase, scope: Scope) {
+    this.#db = db
+    this.#scope = scope
+  }
+
+  async query<R extends QueryResultRow = QueryResultRow> (query: QuerySpec): Promise<QueryResult<R>> {
+    const lease = await this.#db.lease(this.#scope)
+    try {
+      await applyStatementTimeout(lease)
+      return await lease.query<R>(query)
+    } finally {
+      lease.release()
+    }
+  }
+
+  async transaction<T> (work: (tx: Queryable) => Promise<T>): Promise<T> {
+    const lease = await this.#db.lease(this.#scope)
+    try {
+      await applyStatementTimeout(lease)
+      await lease.query({ text: 'BEGIN' })
+      const result = await work({ query: <R extends QueryResultRow>(query: QuerySpec) => lease.query<R>(query) })
+      // An abort that came while `work` was finishing still keeps COMMIT from being sent; the
+      // release that follows rolls the transaction back.
+      this.#scope.throwIfAborted()
+      await lease.query({ text: 'COMMIT' }, true)
+      return result
+    } finally {
+      lease.release()
+    }
+  }
+}

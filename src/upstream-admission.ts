@@ -1,0 +1,102 @@
+import { HiBeaverError } from './errors.js'
+import type { Scope } from './scope.js'
+
+// Hands out the dispatcher's connection slots, FIFO. It exists because undici 7 settles an
+// aborted request that is queued inside a client only when a connection frees up
+// (nodejs/undici#386): here a waiting call leaves the moment its scope aborts, and the
+// dispatcher never holds more requests than it has connections, so it never queues any.
+
+export type Release = () => void
+
+interface Waiter {
+  grant (release: Release): void
+  refuse (err: HiBeaverError): void
+}
+
+export interface AdmissionOptions {
+  slots: number
+  // Calls allowed to wait for a slot; one more is refused with OVERLOADED.
+  maxWaiting: number
+}
+
+export class Admission {
+  readonly #slots: number
+  readonly #maxWaiting: number
+  // A Set keeps insertion order (FIFO) and removes an aborted waiter in O(1).
+  readonly #waiters = new Set<Waiter>()
+  #active = 0
+  #closed = false
+
+  constructor (options: AdmissionOptions) {
+    this.#slots = options.slots
+    this.#maxWaiting = options.maxWaiting
+  }
+
+  get active (): number {
+    return this.#active
+  }
+
+  get waiting (): number {
+    return this.#waiters.size
+  }
+
+  // Resolves with the slot's release function, to be called exactly when the dispatcher is done
+  // with the request (not when the caller gave up on it).
+  async acquire (scope: Scope): Promise<Release> {
+    if (this.#closed) throw new HiBeaverError('SHUTTING_DOWN', 'the upstream client is closing')
+    scope.throwIfAborted()
+    if (this.#active < this.#slots && this.#waiters.size === 0) return this.#take()
+    if (this.#waiters.size >= this.#maxWaiting) {
+      throw new HiBeaverError('OVERLOADED', 'too many calls are waiting for an upstream connection')
+    }
+    return await this.#wait(scope)
+  }
+
+  // Refuses every waiting call; calls holding a slot finish on their own.
+  close (): void {
+    this.#closed = true
+    const waiters = [...this.#waiters]
+    this.#waiters.clear()
+    for (const waiter of waiters) waiter.refuse(new HiBeaverError('SHUTTING_DOWN', 'the upstream client is closing'))
+  }
+
+  #wait (scope: Scope): Promise<Release> {
+    return new Promise<Release>((resolve, reject) => {
+      const waiter: Waiter = {
+        grant: (release) => {
+          removeAbort()
+          resolve(release)
+        },
+        refuse: (err) => {
+          removeAbort()
+          reject(err)
+        }
+      }
+      this.#waiters.add(waiter)
+      // Added after the waiter: an already aborted scope calls back at once and finds it.
+      const removeAbort = scope.onAbort((reason) => {
+        this.#waiters.delete(waiter)
+        reject(reason)
+      })
+    })
+  }
+
+  #take (): Release {
+    this.#active++
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      this.#active--
+      this.#next()
+    }
+  }
+
+  #next (): void {
+    const waiter = this.#waiters.values().next()
+    if (waiter.done === true || this.#active >= this.#slots) return
+
+    this.#waiters.delete(waiter.value)
+    waiter.value.grant(this.#take())
+  }
+}
