@@ -36,6 +36,8 @@ const schema = z.object({
   UPSTREAM_BASE_URL: url(['http:', 'https:']).optional(),
   UPSTREAM_CONNECTIONS: int(1, 10_000).default(64),
   UPSTREAM_BODY_LIMIT_BYTES: int(1, 512 * MiB).default(1 * MiB),
+  UPSTREAM_CONNECT_TIMEOUT_MS: int(1, 600_000).default(5000),
+  UPSTREAM_MAX_WAITING: int(0, 1_000_000).default(1024),
 
   CPU_WORKERS: int(1, 256).default(availableParallelism()),
   CPU_QUEUE_MAX: int(0, 100_000).default(64),
@@ -74,6 +76,8 @@ export interface Config {
   upstreamBaseUrl: string | undefined
   upstreamConnections: number
   upstreamBodyLimitBytes: number
+  upstreamConnectTimeoutMs: number
+  upstreamMaxWaiting: number
   cpuWorkers: number
   cpuQueueMax: number
   pressure: {
@@ -137,6 +141,8 @@ function toConfig (env: Env): Config {
     upstreamBaseUrl: env.UPSTREAM_BASE_URL,
     upstreamConnections: env.UPSTREAM_CONNECTIONS,
     upstreamBodyLimitBytes: env.UPSTREAM_BODY_LIMIT_BYTES,
+    upstreamConnectTimeoutMs: env.UPSTREAM_CONNECT_TIMEOUT_MS,
+    upstreamMaxWaiting: env.UPSTREAM_MAX_WAITING,
     cpuWorkers: env.CPU_WORKERS,
     cpuQueueMax: env.CPU_QUEUE_MAX,
     pressure: {

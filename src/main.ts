@@ -1,9 +1,8 @@
 import { existsSync } from 'node:fs'
 import closeWithGrace from 'close-with-grace'
-import { buildApp } from './app.js'
 import { ConfigError, loadConfig, type Config } from './config.js'
-import { loadHandlers } from './handler-registry.js'
 import { createLogger } from './logger.js'
+import { startServer } from './server.js'
 
 function readConfig (): Config {
   if (existsSync('.env')) process.loadEnvFile('.env')
@@ -19,15 +18,15 @@ function readConfig (): Config {
 
 const config = readConfig()
 const logger = createLogger({ level: config.logLevel })
-const handlers = await loadHandlers(new URL('../handlers/', import.meta.url).pathname)
-const app = await buildApp({ config, handlers, logger })
+const server = await startServer(config, logger)
 
-closeWithGrace({ delay: config.shutdownGraceMs + 5_000, logger }, async ({ signal, err }) => {
+// A second signal exits at once (close-with-grace); the delay is a last resort past the grace.
+closeWithGrace({
+  delay: config.shutdownDrainMs + config.shutdownGraceMs + 15_000,
+  logger: { error: (message: unknown) => logger.error(message) }
+}, async ({ signal, err }) => {
   if (err !== undefined) logger.error({ err }, 'closing after an uncaught error')
   else logger.info({ signal }, 'shutting down')
-  await app.close()
+  await server.close()
   logger.info('shutdown complete')
 })
-
-await app.listen({ host: config.host, port: config.port })
-logger.info({ handlers: handlers.map((h) => h.name) }, 'hibeaver is ready')

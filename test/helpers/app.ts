@@ -46,7 +46,13 @@ export async function startApp (options: StartOptions): Promise<StartedApp> {
     }
   })
 
-  const config = loadConfig({ LOG_LEVEL: 'debug', PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0', ...options.env })
+  // Load shedding is off unless a test asks for it: a busy test process must not shed its own requests.
+  const config = loadConfig({
+    LOG_LEVEL: 'debug',
+    PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0',
+    PRESSURE_MAX_EVENT_LOOP_UTILIZATION: '0',
+    ...options.env
+  })
   const logger = createLogger({ level: config.logLevel, destination })
   const { env: _env, ...appOptions } = options
   const app = await buildApp({ ...appOptions, config, logger })
