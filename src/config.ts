@@ -41,13 +41,15 @@ const schema = z.object({
 
   CPU_WORKERS: int(1, 256).default(availableParallelism()),
   CPU_QUEUE_MAX: int(0, 100_000).default(64),
+  CPU_GRACE_MS: int(0, 60_000).default(50),
+  CPU_WORKER_MAX_OLD_MB: int(16, 65_536).default(256),
 
   PRESSURE_MAX_EVENT_LOOP_DELAY_MS: int(0, 60_000).default(1000),
   PRESSURE_MAX_EVENT_LOOP_UTILIZATION: z.coerce.number({ error: 'must be a number from 0 to 1' })
     .min(0, { error: 'must be a number from 0 to 1' }).max(1, { error: 'must be a number from 0 to 1' }).default(0.98),
   PRESSURE_MAX_HEAP_USED_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(0),
   PRESSURE_MAX_RSS_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(0),
-  PRESSURE_SAMPLE_INTERVAL_MS: int(5, 60_000).default(1000)
+  PRESSURE_SAMPLE_INTERVAL_MS: int(50, 60_000).default(1000)
 }).refine((env) => env.DEFAULT_TIMEOUT_MS <= env.MAX_TIMEOUT_MS, {
   path: ['DEFAULT_TIMEOUT_MS'],
   message: 'must not exceed MAX_TIMEOUT_MS'
@@ -80,6 +82,8 @@ export interface Config {
   upstreamMaxWaiting: number
   cpuWorkers: number
   cpuQueueMax: number
+  cpuGraceMs: number
+  cpuWorkerMaxOldMb: number
   pressure: {
     maxEventLoopDelayMs: number
     maxEventLoopUtilization: number
@@ -145,6 +149,8 @@ function toConfig (env: Env): Config {
     upstreamMaxWaiting: env.UPSTREAM_MAX_WAITING,
     cpuWorkers: env.CPU_WORKERS,
     cpuQueueMax: env.CPU_QUEUE_MAX,
+    cpuGraceMs: env.CPU_GRACE_MS,
+    cpuWorkerMaxOldMb: env.CPU_WORKER_MAX_OLD_MB,
     pressure: {
       maxEventLoopDelayMs: env.PRESSURE_MAX_EVENT_LOOP_DELAY_MS,
       maxEventLoopUtilization: env.PRESSURE_MAX_EVENT_LOOP_UTILIZATION,

@@ -158,7 +158,10 @@ class PiscinaCpuPool implements CpuPool {
     const phase = this.#release(job)
     if (phase === 'stopping') {
       this.#stopped(job, job.taskStarted ? 'cooperative' : 'dequeued')
-    } else if (!reply.stopped) {
+    } else if (reply.stopped) {
+      // Cannot happen: only an abort raises the flag, and an abort ends the 'running' phase.
+      this.#fault(job, new Error('the task stopped without being asked to'))
+    } else {
       this.#counts.completed++
       job.resolve(reply.value)
     }
@@ -185,12 +188,13 @@ class PiscinaCpuPool implements CpuPool {
   }
 
   #fault (job: CpuJob, err: unknown): void {
-    this.#counts.faults++
-    cpuFaultChannel.publish({ requestId: job.scope.requestId, task: job.task.exportName, error: err })
+    // Terminated by close() after its timeout: the pool's doing, not the task's.
     if (this.#closed !== undefined) {
       job.reject(closing(err))
       return
     }
+    this.#counts.faults++
+    cpuFaultChannel.publish({ requestId: job.scope.requestId, task: job.task.exportName, error: err })
     job.reject(new HiBeaverError('INTERNAL', `cpu task ${job.task.exportName} failed`, { cause: err }))
   }
 

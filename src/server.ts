@@ -7,6 +7,7 @@ import type { Providers } from './handler-context.js'
 import { loadHandlers } from './handler-registry.js'
 import { shutdown, type Closable } from './shutdown.js'
 import { createUpstream } from './upstream.js'
+import { createCpuPool } from './cpu-pool.js'
 
 export interface Server {
   app: FastifyInstance
@@ -23,6 +24,7 @@ export async function startServer (config: Config, logger: Logger): Promise<Serv
   const providers: Providers = {}
 
   try {
+    providers.cpu = startCpu(config, started)
     providers.http = await startUpstream(config, logger, started)
 
     const handlers = await loadHandlers(HANDLERS_DIR)
@@ -61,4 +63,17 @@ async function startUpstream (config: Config, logger: Logger, started: Closable[
   })
   started.push({ name: 'upstream', close: () => upstream.close() })
   return upstream
+}
+
+function startCpu (config: Config, started: Closable[]) {
+  const cpu = createCpuPool({
+    workers: config.cpuWorkers,
+    queueMax: config.cpuQueueMax,
+    graceMs: config.cpuGraceMs,
+    resourceLimits: { maxOldGenerationSizeMb: config.cpuWorkerMaxOldMb },
+    // The requests that used the pool have finished or been aborted by the time it closes.
+    closeTimeoutMs: 1000
+  })
+  started.push({ name: 'cpu pool', close: () => cpu.close() })
+  return cpu
 }

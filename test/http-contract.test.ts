@@ -88,7 +88,7 @@ t.test('the HTTP contract', async (t) => {
 t.test('over a pressure threshold, /health and handlers answer 503 OVERLOADED with Retry-After', async (t) => {
   const server = await startApp({
     handlers: coreHandlers,
-    env: { PRESSURE_MAX_HEAP_USED_BYTES: '1', PRESSURE_SAMPLE_INTERVAL_MS: '5' }
+    env: { PRESSURE_MAX_HEAP_USED_BYTES: '1', PRESSURE_SAMPLE_INTERVAL_MS: '50' }
   })
   t.teardown(() => server.close())
   // under-pressure samples on an interval; wait for the first sample to land.
