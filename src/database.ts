@@ -1,6 +1,6 @@
 import { channel } from 'node:diagnostics_channel'
 import pg, { type ClientConfig, type PoolClient, type QueryResult, type QueryResultRow } from 'pg'
-import { Lease, type CancelEvent } from './db-lease.js'
+import { Lease, watchConnection, type CancelEvent, type LeaseOptions } from './db-lease.js'
 import { applyStatementTimeout } from './db-session.js'
 import { sqlState, unavailable } from './db-errors.js'
 import { HiBeaverError } from './errors.js'
@@ -111,6 +111,7 @@ class PgDatabase implements Database {
       idleInTransactionTimeoutMs: 60_000,
       ...options
     }
+    this.#leaseOptions.settleTimeoutMs = this.#options.settleTimeoutMs
     this.#pool = this.#createPool()
   }
 
@@ -140,6 +141,7 @@ class PgDatabase implements Database {
   // The server checks for a vanished client during long statements, so a HiBeaver that dies
   // mid-query does not leave its statement running; not every platform allows it.
   async #setUp (client: pg.ClientBase): Promise<void> {
+    watchConnection(client)
     const interval = this.#options.connectionCheckIntervalMs
     if (interval === 0 || this.#checkIntervalSupported === false) return
     try {
@@ -165,35 +167,38 @@ class PgDatabase implements Database {
     }
     if (scope.reason !== undefined) return Promise.reject(scope.reason)
 
-    const connecting = this.#pool.connect()
     return new Promise((resolve, reject) => {
       let abandoned = false
       const off = scope.onAbort((reason) => {
         abandoned = true
         reject(reason)
       })
-      connecting.then((client) => {
+      this.#pool.connect((err, client) => {
         off()
+        if (err !== undefined && err !== null) {
+          // Refused, timed out, shutting down, authentication: the database cannot serve us now.
+          if (!abandoned) reject(unavailable(err))
+          return
+        }
         // Abandoned: the client goes straight back, as clean as the pool gave it.
-        if (abandoned) client.release()
-        else resolve(this.#track(client, scope))
-      }, (err: unknown) => {
-        off()
-        // Refused, timed out, shutting down, authentication: the database cannot serve us now.
-        if (!abandoned) reject(unavailable(err))
+        if (abandoned) client?.release()
+        else resolve(this.#track(client as PoolClient, scope))
       })
     })
   }
 
+  // Made once: a closure per lease would be garbage per request.
+  readonly #leaseOptions: LeaseOptions = {
+    settleTimeoutMs: 0,
+    onCancel: (event: CancelEvent) => channels.cancel.publish(event),
+    onDone: (done: Lease, destroyed: Error | undefined) => {
+      this.#leases.delete(done)
+      if (destroyed !== undefined) channels.destroyed.publish({ err: destroyed })
+    }
+  }
+
   #track (client: PoolClient, scope: Scope): Lease {
-    const lease = new Lease(client, scope, {
-      settleTimeoutMs: this.#options.settleTimeoutMs,
-      onCancel: (event: CancelEvent) => channels.cancel.publish(event),
-      onDone: (done, destroyed) => {
-        this.#leases.delete(done)
-        if (destroyed !== undefined) channels.destroyed.publish({ err: destroyed })
-      }
-    })
+    const lease = new Lease(client, scope, this.#leaseOptions)
     this.#leases.add(lease)
     return lease
   }
@@ -253,7 +258,8 @@ class BoundDatabase implements ScopedDatabase {
   async query<R extends QueryResultRow = QueryResultRow> (query: QuerySpec): Promise<QueryResult<R>> {
     const lease = await this.#db.lease(this.#scope)
     try {
-      await applyStatementTimeout(lease)
+      const setting = applyStatementTimeout(lease)
+      if (setting !== undefined) await setting
       return await lease.query<R>(query)
     } finally {
       lease.release()
@@ -263,7 +269,8 @@ class BoundDatabase implements ScopedDatabase {
   async transaction<T> (work: (tx: Queryable) => Promise<T>): Promise<T> {
     const lease = await this.#db.lease(this.#scope)
     try {
-      await applyStatementTimeout(lease)
+      const setting = applyStatementTimeout(lease)
+      if (setting !== undefined) await setting
       await lease.query({ text: 'BEGIN' })
       const result = await work({ query: <R extends QueryResultRow>(query: QuerySpec) => lease.query<R>(query) })
       // An abort that came while `work` was finishing still keeps COMMIT from being sent; the

@@ -1,4 +1,4 @@
-import type { PoolClient, QueryConfig, QueryResult, QueryResultRow } from 'pg'
+import type { ClientBase, PoolClient, QueryConfig, QueryResult, QueryResultRow } from 'pg'
 import { sendCancelRequest, type CancelTarget } from './db-cancel.js'
 import { toDatabaseError, unavailable } from './db-errors.js'
 import type { HiBeaverError } from './errors.js'
@@ -13,9 +13,11 @@ export interface CancelEvent {
   requestId: string
   processID: number | null
   reason: HiBeaverError['code']
-  // performance.now() readings: when the scope aborted, and when the statement ended on the wire.
+  // performance.now() readings: when the scope aborted, when the statement ended on the wire
+  // (the server's answer to it arrived), and when the server closed the cancel connection.
   abortedAt: number
   endedAt: number
+  confirmedAt: number
   // The server closed the cancel connection, so it has signalled the backend.
   delivered: boolean
 }
@@ -29,72 +31,85 @@ export interface LeaseOptions {
   onDone: (lease: Lease, destroyed: Error | undefined) => void
 }
 
+// Why a client's connection failed, if it did; recorded for the client's whole life by
+// listeners attached once, when the pool opens it. While a client is checked out the pool
+// listens to nothing on it, and an 'error' with no listener would crash the process.
+const lostConnections = new WeakMap<ClientBase, unknown>()
+
+export function watchConnection (client: ClientBase): void {
+  client.on('error', (err) => { if (!lostConnections.has(client)) lostConnections.set(client, err) })
+  client.on('end', () => { if (!lostConnections.has(client)) lostConnections.set(client, new Error('connection ended')) })
+}
+
 const noop = () => {}
 
 export class Lease {
   readonly client: PoolClient
   readonly scope: Scope
   readonly #options: LeaseOptions
-  // Ends (never rejects) when every statement issued so far has ended on the wire.
-  #tail: Promise<void> = Promise.resolve()
-  #inFlight = 0
+  #running = false
+  #whenEnded: Array<() => void> | undefined
   #cancel: Promise<boolean> | undefined
-  #lost: unknown
   #released = false
-  readonly #onError = (err: unknown) => { this.#lost ??= err }
-  readonly #onEnd = () => { this.#lost ??= new Error('connection ended') }
 
   constructor (client: PoolClient, scope: Scope, options: LeaseOptions) {
     this.client = client
     this.scope = scope
     this.#options = options
-    // While checked out, the pool listens to nothing on the client: an 'error' here with no
-    // listener would crash the process.
-    client.on('error', this.#onError)
-    client.on('end', this.#onEnd)
   }
 
-  get lost (): boolean {
-    return this.#lost !== undefined
+  get #lost (): unknown {
+    return lostConnections.get(this.client)
   }
 
   // `shielded`: not raced against the scope and never cancelled (a COMMIT once sent).
-  async query<R extends QueryResultRow> (config: QueryConfig, shielded = false): Promise<QueryResult<R>> {
-    this.scope.throwIfAborted()
+  query<R extends QueryResultRow> (config: QueryConfig, shielded = false): Promise<QueryResult<R>> {
+    if (this.scope.reason !== undefined) return Promise.reject(this.scope.reason)
+    const lost = this.#lost
+    if (lost !== undefined) return Promise.reject(unavailable(lost))
     // One statement at a time, queued here rather than in the driver, so that after an abort
-    // no statement is left waiting to be sent.
-    const turn = this.#tail
-    let ended = noop
-    const done = new Promise<void>((resolve) => { ended = resolve })
-    this.#tail = turn.then(() => done)
-    let pending: Promise<QueryResult<R>> | undefined
-    try {
-      await turn
-      this.scope.throwIfAborted()
-      if (this.#lost !== undefined) throw unavailable(this.#lost)
-      pending = this.client.query<R>(config)
-      this.#inFlight++
-      const settled = () => {
-        this.#inFlight--
-        ended()
-      }
-      pending.then(settled, settled)
-      return shielded ? await pending : await this.#race(pending)
-    } catch (err) {
-      if (pending === undefined) ended()
-      throw toDatabaseError(err, this.scope, this.lost)
-    }
+    // no statement is left waiting to be sent (rare: concurrent queries in one transaction).
+    if (this.#running) return this.#ended().then(() => this.query<R>(config, shielded))
+    return this.#issue<R>(config, shielded)
   }
 
-  #race<T> (pending: Promise<T>): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const off = this.scope.onAbort((reason) => {
+  #issue<R extends QueryResultRow> (config: QueryConfig, shielded: boolean): Promise<QueryResult<R>> {
+    this.#running = true
+    return new Promise((resolve, reject) => {
+      let off = noop
+      try {
+        this.client.query<R>(config, (err: Error | undefined, result: QueryResult<R>) => {
+          off()
+          this.#statementEnded()
+          if (err === undefined || err === null) resolve(result)
+          else reject(toDatabaseError(err, this.scope, this.#lost !== undefined))
+        })
+      } catch (err) {
+        // Refused before anything was sent (a malformed query config).
+        this.#statementEnded()
+        reject(toDatabaseError(err, this.scope))
+        return
+      }
+      if (shielded) return
+      off = this.scope.onAbort((reason) => {
         // The lease keeps the client out of circulation until the cancel is dealt with.
         this.#cancelOnServer(reason)
         reject(reason)
       })
-      pending.then((value) => { off(); resolve(value) }, (err: unknown) => { off(); reject(err) })
     })
+  }
+
+  #statementEnded (): void {
+    this.#running = false
+    const waiters = this.#whenEnded
+    this.#whenEnded = undefined
+    if (waiters !== undefined) for (const wake of waiters) wake()
+  }
+
+  // Resolves when no statement of this lease is running.
+  #ended (): Promise<void> {
+    if (!this.#running) return Promise.resolve()
+    return new Promise((resolve) => (this.#whenEnded ??= []).push(resolve))
   }
 
   #cancelOnServer (reason: HiBeaverError): void {
@@ -102,13 +117,15 @@ export class Lease {
     const abortedAt = performance.now()
     const target = this.client as unknown as CancelTarget
     this.#cancel = sendCancelRequest(target, this.#options.settleTimeoutMs)
-    Promise.all([this.#tail, this.#cancel]).then(([, delivered]) => {
+    const stamp = (promise: Promise<unknown>) => promise.then(() => performance.now())
+    Promise.all([stamp(this.#ended()), stamp(this.#cancel), this.#cancel]).then(([endedAt, confirmedAt, delivered]) => {
       this.#options.onCancel({
         requestId: this.scope.requestId,
         processID: target.processID,
         reason: reason.code,
         abortedAt,
-        endedAt: performance.now(),
+        endedAt,
+        confirmedAt,
         delivered
       })
     }, noop)
@@ -119,7 +136,7 @@ export class Lease {
     if (this.#released) return
     this.#released = true
     // The common case, decided at once: nothing running, nothing cancelled, no transaction.
-    if (this.#inFlight === 0 && this.#cancel === undefined && this.#lost === undefined &&
+    if (!this.#running && this.#cancel === undefined && this.#lost === undefined &&
       this.client.getTransactionStatus() === 'I') {
       this.#giveBack(undefined)
       return
@@ -133,9 +150,9 @@ export class Lease {
     if (this.#cancel === undefined) {
       // A statement left running without an abort (a handler that stopped waiting for it)
       // ends by itself, at the latest at statement_timeout.
-      await this.#tail
+      await this.#ended()
     } else {
-      if (!await within(this.#tail, timeoutMs)) return new Error('statement did not end after cancel')
+      if (!await within(this.#ended(), timeoutMs)) return new Error('statement did not end after cancel')
       if (!await this.#cancel) return new Error('cancel request not confirmed')
     }
     if (this.#lost !== undefined) return toError(this.#lost)
@@ -148,8 +165,6 @@ export class Lease {
   }
 
   #giveBack (problem: Error | undefined): void {
-    this.client.removeListener('error', this.#onError)
-    this.client.removeListener('end', this.#onEnd)
     // A statement that may still run is cut off now rather than at the pool's leisure.
     if (problem !== undefined) this.client.connection.stream.destroy()
     this.client.release(problem)
@@ -161,7 +176,7 @@ function toError (value: unknown): Error {
   return value instanceof Error ? value : new Error(String(value))
 }
 
-// Whether `promise` settles within `ms`; it never rejects here (the tail does not).
+// Whether `promise` settles within `ms`.
 async function within (promise: Promise<unknown>, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined
   const late = new Promise<boolean>((resolve) => {

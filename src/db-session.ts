@@ -13,17 +13,18 @@ function slack (budgetMs: number): number {
   return Math.min(1000, Math.max(50, Math.ceil(budgetMs / 8)))
 }
 
-export async function applyStatementTimeout (lease: Lease): Promise<void> {
+// Returns undefined when the session's value will do, which is the common case.
+export function applyStatementTimeout (lease: Lease): Promise<void> | undefined {
   const { client, scope } = lease
   const desired = Math.ceil(scope.remaining())
-  if (desired <= 0) throw scope.reason ?? abortReasons.deadline(scope.budgetMs)
+  if (desired <= 0) return Promise.reject(scope.reason ?? abortReasons.deadline(scope.budgetMs))
 
   const current = sessions.get(client)?.statementTimeoutMs
-  if (current !== undefined && current >= desired && current <= desired + 2 * slack(desired)) return
+  if (current !== undefined && current >= desired && current <= desired + 2 * slack(desired)) return undefined
 
   const value = desired + slack(desired)
   // Unknown until the server confirms: a cancelled SET may or may not have taken effect.
   sessions.delete(client)
-  await lease.query({ text: 'SELECT set_config($1, $2, false)', values: ['statement_timeout', String(value)] })
-  sessions.set(client, { statementTimeoutMs: value })
+  return lease.query({ text: 'SELECT set_config($1, $2, false)', values: ['statement_timeout', String(value)] })
+    .then(() => { sessions.set(client, { statementTimeoutMs: value }) })
 }

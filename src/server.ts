@@ -8,6 +8,9 @@ import { loadHandlers } from './handler-registry.js'
 import { shutdown, type Closable } from './shutdown.js'
 import { createUpstream } from './upstream.js'
 import { createCpuPool } from './cpu-pool.js'
+import { startDatabase } from './db-startup.js'
+import { logDiagnostics } from './diagnostics-log.js'
+import type { ReadinessCheck } from './readiness.js'
 
 export interface Server {
   app: FastifyInstance
@@ -16,19 +19,35 @@ export interface Server {
 }
 
 const HANDLERS_DIR = new URL('../handlers/', import.meta.url).pathname
+const READY_TIMEOUT_MS = 1000
 
 // Starts every resource, then the HTTP server. A resource that fails to start closes the ones
 // already started before the error goes on.
 export async function startServer (config: Config, logger: Logger): Promise<Server> {
-  const started: Closable[] = []
+  const started: Closable[] = [{ name: 'diagnostics log', close: async () => stopLogging() }]
+  const stopLogging = logDiagnostics(logger)
   const providers: Providers = {}
+  const readiness: ReadinessCheck[] = []
 
   try {
+    const db = await startDatabase({
+      databaseUrl: config.databaseUrl,
+      dataDir: config.pgDataDir,
+      port: config.pgPort,
+      poolMax: config.dbPoolMax,
+      seedEvents: config.seedEvents,
+      log: logger
+    })
+    started.push({ name: 'database', close: () => db.stop() })
+    providers.db = db.database
+    // Its own connection with a short timeout: never queued behind application queries.
+    readiness.push({ name: 'database', check: () => db.database.ping(READY_TIMEOUT_MS) })
+
     providers.cpu = startCpu(config, started)
     providers.http = await startUpstream(config, logger, started)
 
     const handlers = await loadHandlers(HANDLERS_DIR)
-    const app = await buildApp({ config, logger, handlers, resources: providers })
+    const app = await buildApp({ config, logger, handlers, resources: providers, readiness })
     await app.listen({ host: config.host, port: config.port })
     logger.info({ handlers: handlers.map((h) => h.name) }, 'hibeaver is ready')
 

@@ -1,0 +1,93 @@
+import { createHash } from 'node:crypto'
+import { z } from 'zod'
+import { defineHandler } from '../src/handler.js'
+import { invalidInput } from '../src/errors.js'
+import type { Queryable } from '../src/database.js'
+
+// Stores a batch of events in one transaction, once per idempotency key. Aborted before COMMIT
+// is sent: rolled back, nothing written. Once COMMIT is sent it runs to its end. The same key
+// again answers with the first result and writes nothing.
+
+export const MAX_BATCH = 1000
+
+const label = z.string().min(1).max(64)
+
+const input = z.strictObject({
+  idempotencyKey: z.string().regex(/^[\w.:-]{1,128}$/, 'letters, digits and . _ : - only, at most 128'),
+  events: z.array(z.strictObject({
+    occurredAt: z.iso.datetime({ offset: true }),
+    type: label,
+    source: label,
+    durationMs: z.number().int().min(0).max(2_147_483_647),
+    payload: z.record(z.string(), z.unknown()).optional()
+  })).min(1).max(MAX_BATCH)
+})
+
+type Batch = z.output<typeof input>
+
+export interface Recorded {
+  idempotencyKey: string
+  // How many events this key wrote, and their ids in the order they were given.
+  recorded: number
+  ids: number[]
+  // True when the key had been used before and this answer is the first one, repeated.
+  replayed: boolean
+}
+
+// The key is claimed first: a second request with the same key waits on it until the first
+// commits (then replays its answer) or rolls back (then writes in its place).
+const CLAIM = `INSERT INTO event_batches (idempotency_key, request_hash, result) VALUES ($1, $2, '{}')
+               ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key`
+const FIRST = 'SELECT request_hash AS "requestHash", result FROM event_batches WHERE idempotency_key = $1'
+const INSERT = `INSERT INTO events (occurred_at, type, source, duration_ms, payload)
+                SELECT e.occurred_at, e.type, e.source, e.duration_ms, coalesce(e.payload, '{}')
+                  FROM ROWS FROM (jsonb_to_recordset($1::jsonb)
+                         AS (occurred_at timestamptz, type text, source text, duration_ms int, payload jsonb))
+                       WITH ORDINALITY AS e(occurred_at, type, source, duration_ms, payload, n)
+                 ORDER BY e.n
+                RETURNING id`
+const RESULT = 'UPDATE event_batches SET result = $2 WHERE idempotency_key = $1'
+
+function fingerprint (events: Batch['events']): string {
+  return createHash('sha256').update(JSON.stringify(events)).digest('base64url')
+}
+
+async function record (tx: Queryable, batch: Batch, hash: string): Promise<Recorded> {
+  const claimed = await tx.query({ name: 'record-events:claim', text: CLAIM, values: [batch.idempotencyKey, hash] })
+  if (claimed.rowCount === 0) return await replay(tx, batch.idempotencyKey, hash)
+
+  const rows = batch.events.map((event) => ({
+    occurred_at: event.occurredAt,
+    type: event.type,
+    source: event.source,
+    duration_ms: event.durationMs,
+    payload: event.payload ?? null
+  }))
+  const inserted = await tx.query<{ id: number }>({ name: 'record-events:insert', text: INSERT, values: [JSON.stringify(rows)] })
+  const ids = inserted.rows.map((row) => row.id).sort((a, b) => a - b)
+  const result = { recorded: ids.length, ids }
+  await tx.query({ name: 'record-events:result', text: RESULT, values: [batch.idempotencyKey, result] })
+  return { idempotencyKey: batch.idempotencyKey, ...result, replayed: false }
+}
+
+async function replay (tx: Queryable, key: string, hash: string): Promise<Recorded> {
+  const { rows } = await tx.query<{ requestHash: string, result: { recorded: number, ids: number[] } }>({
+    name: 'record-events:first', text: FIRST, values: [key]
+  })
+  const first = rows[0]
+  if (first === undefined) throw new Error('an idempotency key vanished between claim and read')
+  if (first.requestHash !== hash) {
+    throw invalidInput('this idempotencyKey was used before for a different batch of events')
+  }
+  return { idempotencyKey: key, ...first.result, replayed: true }
+}
+
+export default defineHandler({
+  name: 'record-events',
+  description: `Stores up to ${MAX_BATCH} events in one transaction, once per idempotencyKey`,
+  input,
+  async process (batch, ctx) {
+    const hash = fingerprint(batch.events)
+    return await ctx.db.transaction((tx) => record(tx, batch, hash))
+  }
+})

@@ -1,0 +1,138 @@
+import pg from 'pg'
+import t, { type Test } from 'tap'
+import recordEvents from '../handlers/record-events.js'
+import { createDatabase, type Database } from '../src/database.js'
+import { startApp, type StartedApp } from './helpers/app.js'
+import { eventually, startTestPostgres } from './helpers/postgres.js'
+
+const pgServer = await startTestPostgres()
+t.teardown(() => pgServer.close())
+
+async function serve (t: Test, poolMax = 2): Promise<{ app: StartedApp, db: Database }> {
+  const db = createDatabase({ connectionString: pgServer.url, poolMax })
+  const app = await startApp({ handlers: [recordEvents], resources: { db } })
+  t.teardown(async () => {
+    await app.close()
+    await db.close()
+  })
+  return { app, db }
+}
+
+interface Answer {
+  status: number
+  body: { data?: Record<string, unknown>, code?: string }
+}
+
+async function post (app: StartedApp, body: unknown, signal?: AbortSignal): Promise<Answer> {
+  const response = await fetch(`${app.url}/handlers/record-events`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    ...(signal === undefined ? {} : { signal })
+  })
+  return { status: response.status, body: await response.json() as Answer['body'] }
+}
+
+let batches = 0
+function batch (size: number, source = 'test') {
+  const key = `batch-${process.pid}-${++batches}`
+  const events = Array.from({ length: size }, (_, i) => ({
+    occurredAt: new Date(Date.UTC(2025, 5, 1, 0, 0, i)).toISOString(),
+    type: 'click',
+    source,
+    durationMs: i,
+    payload: { key, i }
+  }))
+  return { idempotencyKey: key, events }
+}
+
+async function stored (key: string): Promise<{ events: number, batches: number }> {
+  const [row] = await pgServer.query<{ events: string, batches: string }>(
+    `SELECT (SELECT count(*) FROM events WHERE payload->>'key' = $1) AS events,
+            (SELECT count(*) FROM event_batches WHERE idempotency_key = $1) AS batches`, [key])
+  return { events: Number(row?.events), batches: Number(row?.batches) }
+}
+
+t.test('a batch is stored in one transaction and the answer says what was written', async (t) => {
+  const { app } = await serve(t)
+  const body = batch(3)
+  const answer = await post(app, body)
+  t.equal(answer.status, 200)
+  t.match(answer.body.data, { idempotencyKey: body.idempotencyKey, recorded: 3, ids: [Number, Number, Number], replayed: false })
+  t.same(await stored(body.idempotencyKey), { events: 3, batches: 1 })
+  const ids = (answer.body.data as { ids: number[] }).ids
+  const rows = await pgServer.query<{ duration_ms: number }>('SELECT duration_ms FROM events WHERE id = ANY($1) ORDER BY id', [ids])
+  t.same(rows.map((row) => row.duration_ms), [0, 1, 2], 'ids in the order the events were given')
+})
+
+t.test('the same key again writes nothing and answers with the first result', async (t) => {
+  const { app } = await serve(t)
+  const body = batch(2)
+  const first = await post(app, body)
+  const second = await post(app, body)
+  t.equal(second.status, 200)
+  t.same(second.body.data, { ...first.body.data, replayed: true })
+  t.same(await stored(body.idempotencyKey), { events: 2, batches: 1 })
+
+  const other = await post(app, { ...batch(1), idempotencyKey: body.idempotencyKey })
+  t.equal(other.status, 400, 'the key with a different batch is refused')
+  t.equal(other.body.code, 'INVALID_INPUT')
+  t.same(await stored(body.idempotencyKey), { events: 2, batches: 1 })
+})
+
+t.test('concurrent requests with one key: one copy', async (t) => {
+  const { app } = await serve(t, 4)
+  const body = batch(5)
+  const answers = await Promise.all(Array.from({ length: 4 }, () => post(app, body)))
+  t.same(answers.map((answer) => answer.status), [200, 200, 200, 200])
+  t.equal(answers.filter((answer) => answer.body.data?.replayed === false).length, 1, 'one of them wrote')
+  t.same(await stored(body.idempotencyKey), { events: 5, batches: 1 })
+})
+
+t.test('aborted before COMMIT: nothing written; retried with the same key: one copy', async (t) => {
+  const { app, db } = await serve(t)
+  const body = batch(4)
+
+  // An exclusive lock on events holds the INSERT inside the transaction, before COMMIT.
+  const locker = new pg.Client({ connectionString: pgServer.url, application_name: 'hibeaver-test' })
+  await locker.connect()
+  t.teardown(() => locker.end())
+  await locker.query('BEGIN')
+  await locker.query('LOCK TABLE events IN EXCLUSIVE MODE')
+
+  const client = new AbortController()
+  const request = post(app, body, client.signal).catch((err: unknown) => err)
+  await eventually(async () => (await pgServer.active()).some((s) => s.wait_event_type === 'Lock'), 'the INSERT to wait')
+  client.abort()
+  t.match(await request, { name: 'AbortError' })
+  await eventually(async () => (await pgServer.active()).length === 0, 'the INSERT to be cancelled')
+  await locker.query('COMMIT')
+  await eventually(async () => db.stats().leased === 0, 'the connection to settle')
+  t.same(await stored(body.idempotencyKey), { events: 0, batches: 0 }, 'rolled back')
+
+  const retried = await post(app, body)
+  t.match(retried.body.data, { recorded: 4, replayed: false })
+  const again = await post(app, body)
+  t.match(again.body.data, { recorded: 4, replayed: true })
+  t.same(await stored(body.idempotencyKey), { events: 4, batches: 1 }, 'one copy')
+})
+
+t.test('bad batches: 400 INVALID_INPUT', async (t) => {
+  const { app, db } = await serve(t)
+  const good = batch(1)
+  const bad = [
+    { events: good.events },
+    { ...good, idempotencyKey: 'has spaces' },
+    { ...good, events: [] },
+    batch(1001),
+    { ...good, events: [{ ...good.events[0], durationMs: -1 }] },
+    { ...good, events: [{ ...good.events[0], occurredAt: 'now' }] },
+    { ...good, events: [{ ...good.events[0], id: 7 }] }
+  ]
+  for (const body of bad) {
+    const answer = await post(app, body)
+    t.equal(answer.status, 400)
+    t.equal(answer.body.code, 'INVALID_INPUT')
+  }
+  t.equal(db.stats().total, 0, 'none of them reached the database')
+})
