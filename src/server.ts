@@ -48,8 +48,8 @@ export async function startServer (config: Config, logger: Logger): Promise<Serv
 
     const handlers = await loadHandlers(HANDLERS_DIR)
     const app = await buildApp({ config, logger, handlers, resources: providers, readiness })
-    await app.listen({ host: config.host, port: config.port })
-    logger.info({ handlers: handlers.map((h) => h.name) }, 'hibeaver is ready')
+    const url = await app.listen({ host: config.host, port: config.port })
+    logger.info({ url, handlers: handlers.map((h) => h.name) }, 'hibeaver is ready')
 
     return {
       app,
