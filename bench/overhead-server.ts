@@ -81,11 +81,26 @@ function anySignal (): FastifyInstance {
   return app
 }
 
-async function hibeaver (level: string): Promise<FastifyInstance> {
-  const config = loadConfig({ LOG_LEVEL: level, DEFAULT_TIMEOUT_MS: String(BUDGET_MS) })
+// Blocks the event loop for `ms`: what a handler doing synchronous work does to a server.
+const spin = defineHandler({
+  name: 'spin',
+  description: 'busy-waits on the event loop',
+  input: z.object({ ms: z.number().min(0).max(100) }),
+  async process (input) {
+    const until = performance.now() + input.ms
+    while (performance.now() < until);
+    return { ok: true }
+  }
+})
+
+async function hibeaver (level: string, unshed = false): Promise<FastifyInstance> {
+  const pressure = unshed
+    ? { PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0', PRESSURE_MAX_EVENT_LOOP_UTILIZATION: '0', PRESSURE_SAMPLE_INTERVAL_MS: '100' }
+    : {}
+  const config = loadConfig({ LOG_LEVEL: level, DEFAULT_TIMEOUT_MS: String(BUDGET_MS), ...pressure })
   // Log lines go nowhere, but are still made and serialised when the level lets them through.
   const logger = createLogger({ level, destination: { write: () => true } })
-  return buildApp({ config, logger, handlers: [noop, noopSignal, wait] })
+  return buildApp({ config, logger, handlers: [noop, noopSignal, wait, spin] })
 }
 
 const builders: Record<string, () => FastifyInstance | Promise<FastifyInstance>> = {
@@ -94,7 +109,9 @@ const builders: Record<string, () => FastifyInstance | Promise<FastifyInstance>>
   timer: perRequestTimer,
   'any-signal': anySignal,
   hibeaver: () => hibeaver('warn'),
-  'hibeaver-logged': () => hibeaver('info')
+  'hibeaver-logged': () => hibeaver('info'),
+  // Never sheds, so its load readings can be watched at any load.
+  'hibeaver-unshed': () => hibeaver('warn', true)
 }
 
 const build = builders[variant]
@@ -102,5 +119,10 @@ if (build === undefined) throw new Error(`unknown variant ${variant}`)
 const app = await build()
 await app.listen({ host: '127.0.0.1', port: 0 })
 const { port } = app.server.address() as AddressInfo
-serveMeasurements({ heap: heapAfterGc, rss: () => process.memoryUsage().rss })
+serveMeasurements({
+  heap: heapAfterGc,
+  rss: () => process.memoryUsage().rss,
+  // under-pressure's own readings, where the variant has it (HiBeaver's).
+  pressure: () => (app as { memoryUsage?: () => unknown }).memoryUsage?.() ?? null
+})
 process.send?.({ ready: true, url: `http://127.0.0.1:${port}` })
