@@ -276,7 +276,8 @@ class BoundDatabase implements ScopedDatabase {
       // An abort that came while `work` was finishing still keeps COMMIT from being sent; the
       // release that follows rolls the transaction back.
       this.#scope.throwIfAborted()
-      await lease.query({ text: 'COMMIT' }, true)
+      // Protected: a deadline from here on still answers with what was written.
+      await this.#scope.protect(lease.query({ text: 'COMMIT' }, true))
       return result
     } finally {
       lease.release()

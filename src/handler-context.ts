@@ -30,6 +30,7 @@ class Context implements Scope {
   remaining (): number { return this.#scope.remaining() }
   throwIfAborted (): void { this.#scope.throwIfAborted() }
   onAbort (fn: (reason: HiBeaverError) => void): () => void { return this.#scope.onAbort(fn) }
+  protect<T> (work: Promise<T>): Promise<T> { return this.#scope.protect(work) }
 
   get log (): Logger {
     this.#log ??= this.#requestLog.child({ handler: this.handlerName })

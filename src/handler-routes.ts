@@ -5,8 +5,7 @@ import type { z } from 'zod'
 import { HiBeaverError, invalidInput } from './errors.js'
 import type { AnyHandler } from './handler.js'
 import type { ContextFactory } from './handler-context.js'
-import type { ScopeManager } from './request-scope.js'
-import type { Scope } from './scope.js'
+import type { RequestScope, ScopeManager } from './request-scope.js'
 import { budgetFromHeader, effectiveTimeout } from './budget.js'
 import './fastify-types.js'
 
@@ -89,7 +88,7 @@ function runner (options: HandlerRoutesOptions) {
 
   return async function runHandler (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
     const handler = request.routeOptions.config.handler as AnyHandler
-    const scope = request.scope as Scope
+    const scope = request.scope as RequestScope
 
     const parsed = handler.input.safeParse(request.body)
     if (!parsed.success) {
@@ -112,7 +111,7 @@ function runner (options: HandlerRoutesOptions) {
 // The handler's promise raced against its scope: the client is answered at the deadline even
 // when the handler ignores its signal. Such a handler is named in the log when it finally settles.
 function raceScope (
-  scope: Scope,
+  scope: RequestScope,
   handler: AnyHandler,
   input: unknown,
   ctx: ReturnType<ContextFactory>,
@@ -125,7 +124,10 @@ function raceScope (
     let abortedAt = 0
     const removeAbort = scope.onAbort((reason) => {
       abortedAt = performance.now()
-      reject(reason)
+      if (!scope.protecting) return reject(reason)
+      // A protected step (a COMMIT once sent) runs to its end; then the handler gets one turn
+      // of the event loop to answer with its outcome before the reason is sent instead.
+      scope.whenUnprotected(() => setImmediate(() => reject(reason)))
     })
     const settled = (): void => {
       removeAbort()

@@ -27,6 +27,8 @@ export class RequestScope implements Scope, Expirable {
   #reason: HiBeaverError | undefined
   #callbacks: AbortCallback[] | undefined
   #disposed = false
+  #protecting = 0
+  #unprotected: Array<() => void> | undefined
 
   constructor (manager: ScopeManager, options: ScopeOptions, now: number) {
     this.requestId = options.requestId ?? randomUUID()
@@ -84,6 +86,29 @@ export class RequestScope implements Scope, Expirable {
     this.#callbacks ??= []
     this.#callbacks.push(fn)
     return () => this.#removeCallback(fn)
+  }
+
+  protect<T> (work: Promise<T>): Promise<T> {
+    this.#protecting++
+    const settled = (): void => {
+      if (--this.#protecting > 0) return
+      const waiting = this.#unprotected
+      this.#unprotected = undefined
+      if (waiting !== undefined) for (const fn of waiting) fn()
+    }
+    work.then(settled, settled)
+    return work
+  }
+
+  // Runs `fn` at once when no protected work is pending, else once the last of it settles.
+  whenUnprotected (fn: () => void): void {
+    if (this.#protecting === 0) return fn()
+    this.#unprotected ??= []
+    this.#unprotected.push(fn)
+  }
+
+  get protecting (): boolean {
+    return this.#protecting > 0
   }
 
   // First cause wins: later calls return false and change nothing.

@@ -20,4 +20,8 @@ export interface Scope {
   // Runs `fn` once when the scope aborts (at once if it already has); returns its removal.
   // Cheaper than a signal listener, and removed when the scope is disposed in any case.
   onAbort (fn: (reason: HiBeaverError) => void): () => void
+  // Work that must not be cut short once started, such as a COMMIT that was sent. The scope
+  // still aborts on time, but the answer waits for this work to settle and gives the handler a
+  // turn, so it can say what happened. Returns `work`.
+  protect<T> (work: Promise<T>): Promise<T>
 }

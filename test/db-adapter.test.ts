@@ -78,7 +78,8 @@ function deafScope (budgetMs: number): Scope {
     requestId: 'deaf',
     remaining: () => Math.max(0, deadline - performance.now()),
     throwIfAborted: () => {},
-    onAbort: () => () => {}
+    onAbort: () => () => {},
+    protect: (work) => work
   }
 }
 

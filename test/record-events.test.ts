@@ -136,3 +136,26 @@ t.test('bad batches: 400 INVALID_INPUT', async (t) => {
   }
   t.equal(db.stats().total, 0, 'none of them reached the database')
 })
+
+t.test('a deadline that passes during COMMIT still answers with what was written', async (t) => {
+  const { app } = await serve(t)
+  // A deferred trigger makes COMMIT itself take 600 ms, for this test's rows only.
+  await pgServer.query(`CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS
+    $$ BEGIN IF NEW.source = 'slow-commit' THEN PERFORM pg_sleep(0.6); END IF; RETURN NULL; END $$`)
+  await pgServer.query(`CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON events
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()`)
+  t.teardown(() => pgServer.query('DROP TRIGGER slow_commit ON events; DROP FUNCTION slow_commit()'))
+
+  const body = batch(1, 'slow-commit')
+  const response = await fetch(`${app.url}/handlers/record-events`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-request-timeout-ms': '300' },
+    body: JSON.stringify(body)
+  })
+  const answer = await response.json() as Answer['body']
+  t.equal(response.status, 200, 'not 504: the COMMIT had been sent')
+  t.match(answer.data, { idempotencyKey: body.idempotencyKey, recorded: 1, replayed: false })
+  t.same(await stored(body.idempotencyKey), { events: 1, batches: 1 })
+  const line = await app.waitForLog((l) => l.msg === 'request finished' && l.handler === 'record-events' && l.budgetMs === 300)
+  t.equal(line.outcome, 'ok')
+})

@@ -135,3 +135,25 @@ t.test('an item added while the wheel expires lands in a later slot', async (t) 
   t.equal(late, 1)
   t.equal(wheel.running, false)
 })
+
+t.test('protected work holds back the answer, not the abort', async (t) => {
+  const { scopes } = setup()
+  const scope = scopes.create({ budgetMs: 1000 })
+  let finish = (): void => {}
+  const work = scope.protect(new Promise<void>((resolve) => { finish = resolve }))
+  const order: string[] = []
+
+  scope.abort(abortReasons.deadline(1000))
+  t.equal(scope.aborted, true, 'the scope aborts on time')
+  t.equal(scope.protecting, true)
+  scope.whenUnprotected(() => order.push('unprotected'))
+  t.same(order, [], 'waits for the protected work')
+
+  finish()
+  await work
+  t.same(order, ['unprotected'])
+  t.equal(scope.protecting, false)
+  scope.whenUnprotected(() => order.push('at once'))
+  t.same(order, ['unprotected', 'at once'])
+  scope.dispose()
+})
