@@ -12,6 +12,23 @@ export const MAX_BATCH = 1000
 
 const label = z.string().min(1).max(64)
 
+const MAX_PAYLOAD_DEPTH = 16
+const MAX_PAYLOAD_NODES = 2000
+
+// Walks a parsed JSON value without recursion (a deep value must not exhaust the stack before
+// it is refused) and checks it is no deeper and no larger than the limits.
+function boundedJson (value: unknown): boolean {
+  const stack: Array<[unknown, number]> = [[value, 0]]
+  let nodes = 0
+  while (stack.length > 0) {
+    const [node, depth] = stack.pop() as [unknown, number]
+    if (++nodes > MAX_PAYLOAD_NODES || depth > MAX_PAYLOAD_DEPTH) return false
+    if (typeof node !== 'object' || node === null) continue
+    for (const child of Object.values(node)) stack.push([child, depth + 1])
+  }
+  return true
+}
+
 const input = z.strictObject({
   idempotencyKey: z.string().regex(/^[\w.:-]{1,128}$/, 'letters, digits and . _ : - only, at most 128'),
   events: z.array(z.strictObject({
@@ -19,7 +36,9 @@ const input = z.strictObject({
     type: label,
     source: label,
     durationMs: z.number().int().min(0).max(2_147_483_647),
-    payload: z.record(z.string(), z.unknown()).optional()
+    payload: z.record(z.string(), z.unknown()).refine(boundedJson, {
+      message: `at most ${MAX_PAYLOAD_DEPTH} levels deep and ${MAX_PAYLOAD_NODES} values`
+    }).optional()
   })).min(1).max(MAX_BATCH)
 })
 

@@ -13,7 +13,8 @@ import { sendProblem, toHiBeaverError } from './problem.js'
 import { Readiness, type ReadinessCheck } from './readiness.js'
 import { ScopeManager } from './request-scope.js'
 import { shutdownGate } from './shutdown.js'
-import { requestLifecycle } from './request-log.js'
+import { requestLifecycle, track } from './request-log.js'
+import { clientErrorHandler } from './client-error.js'
 import './fastify-types.js'
 
 export interface AppOptions {
@@ -53,7 +54,15 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
     // A slow upload is bounded too, a little past the longest budget any request can have.
     requestTimeout: config.maxTimeoutMs + 5_000,
     // shutdown.ts answers requests that arrive while closing, as problem+json.
-    return503OnClosing: false
+    return503OnClosing: false,
+    // Requests Fastify refuses before any hook runs (a malformed URL) keep the contract too.
+    frameworkErrors: (err, request, reply) => {
+      track(request, reply)
+      const failure = toHiBeaverError(err)
+      request.failure = failure
+      sendProblem(reply, failure).then(() => {}, () => {})
+    },
+    clientErrorHandler: clientErrorHandler(logger)
   })
   app.decorate('scopes', scopes)
 
@@ -62,7 +71,9 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
   requestLifecycle(app)
   shutdownGate(app)
   app.setErrorHandler((err, request, reply) => {
-    const failure = toHiBeaverError(err)
+    // After an abort the scope's reason is the answer, whatever the failure it caused says.
+    const reason = request.scope?.reason
+    const failure = reason !== undefined && reason.code !== 'CLIENT_CLOSED' ? reason : toHiBeaverError(err)
     request.failure = failure
     return sendProblem(reply, failure)
   })

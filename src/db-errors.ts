@@ -17,6 +17,20 @@ const SQLSTATE = /^[0-9A-Z]{5}$/
 const UNAVAILABLE_CLASSES = new Set(['08', '53', '28', '3D'])
 const UNAVAILABLE_CODES = new Set(['57P01', '57P02', '57P03', '57P04', '57P05'])
 const QUERY_CANCELED = '57014'
+// Data exceptions raised while PostgreSQL reads a parameter: a value the client sent that it
+// cannot take (a date out of range, a NUL in text, a lone surrogate). The client's mistake, and
+// retrying it unchanged fails again. Others of class 22 (division by zero) are the query's own.
+const INPUT_REJECTED = new Set([
+  '22001', // string_data_right_truncation
+  '22003', // numeric_value_out_of_range
+  '22007', // invalid_datetime_format
+  '22008', // datetime_field_overflow
+  '22009', // invalid_time_zone_displacement_value
+  '22021', // character_not_in_repertoire
+  '22025', // invalid_escape_sequence
+  '22P02', // invalid_text_representation
+  '22P05' // untranslatable_character
+])
 
 export function sqlState (err: unknown): string | undefined {
   const code = (typeof err === 'object' && err !== null ? err as Coded : {}).code
@@ -47,6 +61,9 @@ export function toDatabaseError (err: unknown, scope: Scope, connectionLost = fa
   if (scope.reason !== undefined) return scope.reason
   if (sqlState(err) === QUERY_CANCELED) return canceled(err, scope)
   if (isUnavailable(err) || (connectionLost && sqlState(err) === undefined)) return unavailable(err)
+  if (INPUT_REJECTED.has(sqlState(err) ?? '')) {
+    return new HiBeaverError('INVALID_INPUT', 'a value is malformed or out of range for the database', { cause: err })
+  }
   return new HiBeaverError('INTERNAL', 'the database query failed', { cause: err })
 }
 

@@ -16,8 +16,11 @@ const LEVELS: Readonly<Record<string, 'debug' | 'warn'>> = {
 export function logDiagnostics (logger: Logger): () => void {
   const handlers = Object.entries(LEVELS).map(([name, level]) => {
     const handler = (message: unknown): void => {
-      const fields = typeof message === 'object' && message !== null ? message : { message }
-      logger[level]({ channel: name, ...fields }, name.slice('hibeaver:'.length))
+      const { error, ...fields } = (typeof message === 'object' && message !== null ? message : { message }) as
+        Record<string, unknown>
+      // pino serialises errors under `err` only; under any other key an Error logs as {}.
+      const err = fields.err ?? error
+      logger[level]({ channel: name, ...fields, ...(err === undefined ? {} : { err }) }, name.slice('hibeaver:'.length))
     }
     subscribe(name, handler)
     return () => unsubscribe(name, handler)

@@ -10,6 +10,8 @@ declare module 'fastify' {
     // The catalogue error this request was answered with, if any.
     failure: HiBeaverError | null
     startedAt: number
+    // Removes the scope's watch over a body still being read; null once the handler runs.
+    bodyWait: (() => void) | null
   }
 
   interface FastifyContextConfig {

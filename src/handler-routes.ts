@@ -38,7 +38,9 @@ export function handlerRoutes (app: FastifyInstance, options: HandlerRoutesOptio
     if (!gate.enter()) {
       throw new HiBeaverError('OVERLOADED', `handler "${handler.name}" is at its concurrency limit`)
     }
-    request.scope = scopes.create({ budgetMs, requestId: request.id, onDispose: gate.leave })
+    const scope = scopes.create({ budgetMs, requestId: request.id, onDispose: gate.leave })
+    request.scope = scope
+    request.bodyWait = scope.onAbort((reason) => endBodyWait(request, reason))
     done()
   }
 
@@ -62,6 +64,16 @@ export function handlerRoutes (app: FastifyInstance, options: HandlerRoutesOptio
       timeoutMs: effectiveTimeout(handler, defaultTimeoutMs)
     }))
   }))
+}
+
+// The scope aborted while the body was still arriving. Fastify answers only once the body is
+// complete, which a slow or stalled client may never make it: fail the read with the reason,
+// so the error handler answers now and the connection closes after it. A client that left has
+// nothing to be answered, and a body already read leaves the answer to the handler's race.
+function endBodyWait (request: FastifyRequest, reason: HiBeaverError): void {
+  const raw = request.raw
+  if (reason.code === 'CLIENT_CLOSED' || raw.complete || raw.listenerCount('error') === 0) return
+  raw.emit('error', reason)
 }
 
 class ConcurrencyGate {
@@ -89,6 +101,8 @@ function runner (options: HandlerRoutesOptions) {
   return async function runHandler (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
     const handler = request.routeOptions.config.handler as AnyHandler
     const scope = request.scope as RequestScope
+    request.bodyWait?.()
+    request.bodyWait = null
 
     const parsed = handler.input.safeParse(request.body)
     if (!parsed.success) {

@@ -18,7 +18,11 @@ function readConfig (): Config {
 
 const config = readConfig()
 const logger = createLogger({ level: config.logLevel })
-const server = await startServer(config, logger)
+const server = await startServer(config, logger).catch((err: unknown) => {
+  // startServer has closed what it started; one line says why, as for a bad environment.
+  logger.fatal({ err }, 'hibeaver failed to start')
+  process.exit(1)
+})
 
 // A second signal exits at once (close-with-grace); the delay is a last resort past the grace.
 closeWithGrace({

@@ -13,15 +13,21 @@ export function requestLifecycle (app: FastifyInstance): void {
   app.decorateRequest('scope', null)
   app.decorateRequest('failure', null)
   app.decorateRequest('startedAt', 0)
+  app.decorateRequest('bodyWait', null)
 
   app.addHook('onRequest', (request, reply, done) => {
-    request.startedAt = performance.now()
-    reply.header('x-request-id', request.id)
-    // The response side, not the request: a request stream closes as soon as its body has been
-    // read, while the client is still waiting for its answer.
-    reply.raw.once('close', () => finish(request, reply))
+    track(request, reply)
     done()
   })
+}
+
+// Also called for requests Fastify rejects before any hook runs (a malformed URL, say).
+export function track (request: FastifyRequest, reply: FastifyReply): void {
+  request.startedAt = performance.now()
+  reply.header('x-request-id', request.id)
+  // The response side, not the request: a request stream closes as soon as its body has been
+  // read, while the client is still waiting for its answer.
+  reply.raw.once('close', () => finish(request, reply))
 }
 
 function finish (request: FastifyRequest, reply: FastifyReply): void {
@@ -32,15 +38,18 @@ function finish (request: FastifyRequest, reply: FastifyReply): void {
 
   const failure = request.failure
   const status = clientLeft ? NO_RESPONSE_STATUS : reply.statusCode
-  const outcome = outcomeOf(clientLeft, failure?.code)
+  // A connection cut after the deadline or at shutdown keeps that as its outcome.
+  const cause = clientLeft ? scope?.reason?.code ?? 'CLIENT_CLOSED' : failure?.code
+  const outcome = outcomeOf(clientLeft && cause === 'CLIENT_CLOSED', cause)
   const handler = request.routeOptions.config.handler?.name
   const fields = {
     handler,
     method: request.method,
-    url: request.url,
+    // The path only: a query string can carry secrets, and no route here reads one.
+    url: request.url.split('?', 1)[0],
     status,
     outcome,
-    code: clientLeft ? 'CLIENT_CLOSED' : failure?.code,
+    code: cause,
     durationMs: Math.round((performance.now() - request.startedAt) * 10) / 10,
     budgetMs: scope?.budgetMs
   }

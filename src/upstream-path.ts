@@ -10,14 +10,15 @@ export type UpstreamQuery = Readonly<Record<string, UpstreamQueryValue | readonl
 export const MAX_PATH_LENGTH = 2048
 export const MAX_TARGET_LENGTH = 8192
 
-// RFC 3986 pchar plus '/': anything else (space, backslash, '?', '#', non-ASCII, control
-// characters) has to be percent-encoded by the client or is refused.
-const PATH_CHARS = /^[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*$/
+// RFC 3986 pchar plus '/', less ';': anything else (space, backslash, '?', '#', non-ASCII,
+// control characters) has to be percent-encoded by the client or is refused. ';' is refused
+// outright: servlet containers read `/..;/` as `/../`, which would climb above the base path.
+const PATH_CHARS = /^[A-Za-z0-9\-._~!$&'()*+,=:@/%]*$/
 const BAD_ESCAPE = /%(?![0-9A-Fa-f]{2})/
 // Checked after decoding a segment, so %2e%2e, %2f, %5c, %00 and a double-encoded %25 are all
 // refused as if they had been written out.
 // eslint-disable-next-line no-control-regex -- control characters are exactly what it looks for
-const BAD_DECODED = /[/\\%\u0000-\u001f\u007f]/
+const BAD_DECODED = /[/\\%;\u0000-\u001f\u007f]/
 // eslint-disable-next-line no-control-regex -- as above
 const CONTROL = /[\u0000-\u001f\u007f]/
 

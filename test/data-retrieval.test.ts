@@ -184,3 +184,21 @@ t.test('pool exhausted: a waiting request gets its 504 within its budget, never 
   await eventually(async () => db.stats().idle === 1 && db.stats().waiting === 0, 'the pool to recover')
   t.equal((await post(app, { query: 'event', params: { id: 3 } })).status, 200)
 })
+
+t.test('values the schema lets through but PostgreSQL refuses are 400, not 500', async (t) => {
+  const { app } = await serve(t)
+  const refused: Array<[string, unknown]> = [
+    ['year 0000', { query: 'event-counts', params: { from: '0000-01-01T00:00:00Z', to: '2025-01-01T00:00:00Z' } }],
+    ['a NUL in a filter', { query: 'event-counts', params: { ...JANUARY, types: ['\u0000'] } }],
+    ['an offset PostgreSQL cannot hold', {
+      query: 'source-percentiles', params: { from: '2025-01-01T00:00:00+23:59', to: '2025-02-01T00:00:00Z' }
+    }]
+  ]
+  for (const [name, body] of refused) {
+    const answer = await post(app, body)
+    t.equal(answer.status, 400, name)
+    t.equal(answer.body.code, 'INVALID_INPUT', name)
+  }
+  const line = await app.waitForLog((l) => l.msg === 'request finished' && l.status === 400)
+  t.equal(line.level, 30, 'logged as a client error, not an internal one')
+})

@@ -1,3 +1,5 @@
+import { once } from 'node:events'
+import { connect } from 'node:net'
 import t from 'tap'
 import { request } from 'undici'
 import { coreHandlers } from './fixtures/core-handlers.js'
@@ -103,4 +105,35 @@ t.test('over a pressure threshold, /health and handlers answer 503 OVERLOADED wi
 
   const handler = await postJson(`${server.url}/handlers/echo`, { message: 'x' })
   t.equal(handler.status, 503, 'work is shed too')
+})
+
+t.test('requests refused before any route runs still get a problem document and a log line', async (t) => {
+  const server = await startApp({ handlers: coreHandlers })
+  t.teardown(() => server.close())
+
+  const badUrl = await request(`${server.url}/handlers/%ZZ`, { method: 'POST' })
+  t.equal(badUrl.statusCode, 400)
+  t.match(badUrl.headers['content-type'], /^application\/problem\+json/)
+  t.equal((await badUrl.body.json() as { code: string }).code, 'INVALID_INPUT')
+  const id = String(badUrl.headers['x-request-id'])
+  t.match(id, /^[0-9a-f-]{36}$/, 'with a request id')
+  await server.waitForLog((l) => l.msg === 'request finished' && l.requestId === id)
+
+  for (const [name, head, status, code] of [
+    ['a bad content-length', 'POST /handlers/echo HTTP/1.1\r\nhost: x\r\ncontent-length: abc\r\n\r\n', 400, 'INVALID_INPUT'],
+    ['headers over the limit', `GET /health HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`, 413, 'PAYLOAD_TOO_LARGE']
+  ] as const) {
+    const socket = connect(server.port, '127.0.0.1')
+    await once(socket, 'connect')
+    let received = ''
+    socket.on('data', (chunk: Buffer) => { received += chunk.toString() })
+    socket.on('error', () => {})
+    socket.write(head)
+    await once(socket, 'close')
+    t.match(received, new RegExp(`^HTTP/1\\.1 ${status} `), name)
+    t.match(received, /content-type: application\/problem\+json/i, `${name}: problem+json`)
+    t.match(received, new RegExp(`"code":"${code}"`), `${name}: code`)
+    const requestId = /x-request-id: ([0-9a-f-]+)/i.exec(received)?.[1]
+    await server.waitForLog((l) => l.msg === 'request finished' && l.requestId === requestId)
+  }
 })

@@ -127,14 +127,40 @@ t.test('bad batches: 400 INVALID_INPUT', async (t) => {
     batch(1001),
     { ...good, events: [{ ...good.events[0], durationMs: -1 }] },
     { ...good, events: [{ ...good.events[0], occurredAt: 'now' }] },
-    { ...good, events: [{ ...good.events[0], id: 7 }] }
+    { ...good, events: [{ ...good.events[0], id: 7 }] },
+    { ...good, events: [{ ...good.events[0], payload: { list: Array.from({ length: 3000 }, (_, i) => i) } }] }
   ]
   for (const body of bad) {
     const answer = await post(app, body)
     t.equal(answer.status, 400)
     t.equal(answer.body.code, 'INVALID_INPUT')
   }
+  // Too deep for JSON.stringify on this side too, so the body is written out by hand.
+  const deep = JSON.stringify({ ...good, events: [{ ...good.events[0], payload: { a: 'DEEP' } }] })
+    .replace('"DEEP"', '['.repeat(5000) + ']'.repeat(5000))
+  const response = await fetch(`${app.url}/handlers/record-events`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: deep
+  })
+  t.equal(response.status, 400, 'a payload 5,000 levels deep')
+  t.equal((await response.json() as { code: string }).code, 'INVALID_INPUT')
   t.equal(db.stats().total, 0, 'none of them reached the database')
+})
+
+t.test('values PostgreSQL refuses are 400 and write nothing', async (t) => {
+  const { app } = await serve(t)
+  const cases = [
+    { name: 'NUL in a label', event: { type: 'a\u0000b' } },
+    { name: 'NUL in the payload', event: { payload: { a: '\u0000' } } },
+    { name: 'a lone surrogate', event: { payload: { a: '\ud800' } } },
+    { name: 'an offset PostgreSQL cannot hold', event: { occurredAt: '2025-01-01T00:00:00+23:59' } }
+  ]
+  for (const { name, event } of cases) {
+    const body = batch(1)
+    const answer = await post(app, { ...body, events: [{ ...body.events[0], ...event }] })
+    t.equal(answer.status, 400, name)
+    t.equal(answer.body.code, 'INVALID_INPUT', name)
+    t.same(await stored(body.idempotencyKey), { events: 0, batches: 0 }, `${name}: nothing written`)
+  }
 })
 
 t.test('a deadline that passes during COMMIT still answers with what was written', async (t) => {

@@ -1,4 +1,5 @@
 import { once } from 'node:events'
+import { connect } from 'node:net'
 import t from 'tap'
 import { coreHandlers, probe, releases } from './fixtures/core-handlers.js'
 import { startApp, type LogLine } from './helpers/app.js'
@@ -126,4 +127,29 @@ t.test('the budget header shortens, is capped, and rejects garbage', async (t) =
     t.equal(bad.status, 400, `"${garbage}" is rejected`)
     t.equal(bad.body.code, 'INVALID_INPUT')
   }
+})
+
+t.test('a deadline while the body is still arriving is answered at once, and frees the slot', async (t) => {
+  const server = await startApp({ handlers: coreHandlers })
+  t.teardown(() => server.close())
+
+  // Headers promise 100 bytes of body; only a few ever come.
+  const socket = connect(server.port, '127.0.0.1')
+  await once(socket, 'connect')
+  socket.write('POST /handlers/single HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n' +
+    'x-request-timeout-ms: 200\r\nx-request-id: stalled-1\r\ncontent-length: 100\r\n\r\n{"pa')
+  let received = ''
+  socket.on('data', (chunk: Buffer) => { received += chunk.toString() })
+  await once(socket, 'close')
+
+  t.match(received, /^HTTP\/1\.1 504 /, 'answered 504 without the rest of the body')
+  t.match(received, /"code":"DEADLINE_EXCEEDED"/)
+  t.match(received, /connection: close/i, 'and the connection is closed after it')
+  const line = await server.waitForLog(finished('stalled-1'))
+  t.equal(line.outcome, 'deadline_exceeded')
+
+  const next = openPost(`${server.url}/handlers/single`, {}, { 'x-request-id': 'after-stalled' })
+  await once(probe, 'started')
+  releases.get('after-stalled')?.()
+  t.equal(await next.response, 200, 'the one concurrency slot was given back')
 })

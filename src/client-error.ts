@@ -1,0 +1,36 @@
+import { randomUUID } from 'node:crypto'
+import type { Socket } from 'node:net'
+import type { FastifyBaseLogger } from 'fastify'
+import { HiBeaverError, type ErrorCode } from './errors.js'
+import { problemDocument } from './problem.js'
+
+// Node's HTTP parser rejects some requests before Fastify sees them: a malformed request line,
+// a bad content-length, headers over the size limit. They get a problem document too, and the
+// one log line every request gets, instead of Node's own plain answer.
+const PARSER_CODES: Readonly<Record<string, ErrorCode>> = {
+  HPE_HEADER_OVERFLOW: 'PAYLOAD_TOO_LARGE',
+  ERR_HTTP_REQUEST_TIMEOUT: 'DEADLINE_EXCEEDED'
+}
+
+export function clientErrorHandler (log: FastifyBaseLogger) {
+  return function onClientError (err: Error & { code?: string }, socket: Socket): void {
+    // A reset or a half-written socket: nobody to answer.
+    if (!socket.writable || err.code === 'ECONNRESET') {
+      socket.destroy()
+      return
+    }
+
+    const code = PARSER_CODES[err.code ?? ''] ?? 'INVALID_INPUT'
+    const failure = new HiBeaverError(code, 'the request is not valid HTTP', { cause: err })
+    const requestId = randomUUID()
+    const body = JSON.stringify(problemDocument(failure, requestId))
+    socket.end(
+      `HTTP/1.1 ${failure.status} ${failure.status === 400 ? 'Bad Request' : 'Error'}\r\n` +
+      'content-type: application/problem+json\r\n' +
+      `content-length: ${Buffer.byteLength(body)}\r\n` +
+      `x-request-id: ${requestId}\r\n` +
+      'connection: close\r\n\r\n' + body
+    )
+    log.info({ requestId, status: failure.status, outcome: 'error', code, parserError: err.code }, 'request finished')
+  }
+}
