@@ -7,7 +7,10 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
+import { abortReasons } from '../src/errors.js'
 import { defineHandler } from '../src/handler.js'
+import { ScopeManager, type RequestScope } from '../src/request-scope.js'
+import '../src/fastify-types.js'
 import { createLogger } from '../src/logger.js'
 import { heapAfterGc, serveMeasurements } from './lib/child.js'
 
@@ -54,6 +57,33 @@ function perRequestTimer (): FastifyInstance {
     const timer = setTimeout(() => controller.abort(new Error('deadline')), BUDGET_MS)
     request.raw.once('close', () => clearTimeout(timer))
     return { data: { ok: !controller.signal.aborted } }
+  })
+  return app
+}
+
+// Bare Fastify plus HiBeaver's request scope and nothing else: the scope's own cost, in the
+// same shape as the per-request timer above. Made before the body is read, raced against the
+// handler, disposed when the response closes.
+function scopeOnly (): FastifyInstance {
+  const app = Fastify({ logger: false })
+  const scopes = new ScopeManager()
+  app.decorateRequest('scope', null)
+  app.addHook('onRequest', (request, reply, done) => {
+    const scope = scopes.create({ budgetMs: BUDGET_MS, requestId: request.id })
+    request.scope = scope
+    reply.raw.once('close', () => {
+      if (!reply.raw.writableFinished) scope.abort(abortReasons.clientClosed())
+      scope.dispose()
+    })
+    done()
+  })
+  app.post('/handlers/noop', async (request) => {
+    const scope = request.scope as RequestScope
+    const data = await new Promise((resolve, reject) => {
+      const off = scope.onAbort(reject)
+      Promise.resolve({ ok: !scope.aborted }).then((value) => { off(); resolve(value) }, reject)
+    })
+    return { data }
   })
   return app
 }
@@ -107,6 +137,7 @@ const builders: Record<string, () => FastifyInstance | Promise<FastifyInstance>>
   bare: () => bare(),
   'bare-logged': () => bare(true),
   timer: perRequestTimer,
+  scope: scopeOnly,
   'any-signal': anySignal,
   hibeaver: () => hibeaver('warn'),
   'hibeaver-logged': () => hibeaver('info'),

@@ -13,7 +13,7 @@ const quick = process.argv.includes('--quick')
 const SERVER = fileURLToPath(new URL('./overhead-server.ts', import.meta.url))
 const ROUNDS = quick ? 1 : 3
 const DURATION_S = quick ? 2 : 5
-const VARIANTS = ['bare', 'timer', 'hibeaver', 'bare-logged', 'hibeaver-logged']
+const VARIANTS = ['bare', 'timer', 'scope', 'hibeaver', 'bare-logged', 'hibeaver-logged']
 
 async function throughput () {
   const rps: Record<string, number[]> = Object.fromEntries(VARIANTS.map((v) => [v, []]))

@@ -20,21 +20,30 @@ export async function startChild (file: string, args: string[], env: Record<stri
     env: { ...process.env, ...env },
     stdio: ['ignore', 'ignore', 'inherit', 'ipc']
   })
-  const [message] = await once(child, 'message') as [Ready]
+  const exited = once(child, 'exit')
+  // A child that dies before it listens must not leave the bench waiting for its message.
+  const message = await Promise.race([
+    once(child, 'message').then(([m]) => m as Ready),
+    exited.then(([code]) => { throw new Error(`${file} exited with ${String(code)} before it was ready`) })
+  ])
+
+  // One listener for the child's life: two answers in one chunk are both kept.
+  const answers = new Map<string, Array<(value: unknown) => void>>()
+  child.on('message', (reply: Partial<Answer>) => {
+    if (typeof reply.answer === 'string') answers.get(reply.answer)?.shift()?.(reply.value)
+  })
 
   return {
     url: message.url,
     child,
-    ask: async <T>(what: string): Promise<T> => {
+    ask: <T>(what: string): Promise<T> => new Promise<T>((resolve) => {
+      const queue = answers.get(what) ?? []
+      queue.push(resolve as (value: unknown) => void)
+      answers.set(what, queue)
       child.send({ ask: what })
-      for (;;) {
-        const [reply] = await once(child, 'message') as [Answer]
-        if (reply.answer === what) return reply.value as T
-      }
-    },
+    }),
     stop: async () => {
-      if (child.exitCode !== null) return
-      const exited = once(child, 'exit')
+      if (child.exitCode !== null || child.signalCode !== null) return
       child.kill('SIGKILL')
       await exited
     }
@@ -43,6 +52,8 @@ export async function startChild (file: string, args: string[], env: Record<stri
 
 // The child side: answers measurement questions from the parent.
 export function serveMeasurements (answers: Record<string, () => unknown>): void {
+  // The parent went away (killed, crashed): nothing will ever ask again.
+  process.once('disconnect', () => process.exit(0))
   process.on('message', (message: { ask?: string }) => {
     const ask = message.ask
     if (ask === undefined) return
