@@ -1,6 +1,7 @@
 import type { HealthResult } from './compare-health.js'
 import type { MemoryResult } from './compare-memory.js'
 import type { OverheadResult } from './compare-overhead.js'
+import type { HeapResult } from './overhead.js'
 import type { ServerKind } from './compare-servers.js'
 import type { ThroughputResult } from './compare-throughput.js'
 import type { WasteResult } from './compare-waste.js'
@@ -57,10 +58,18 @@ function wasteRows (label: string, unit: string, results: Results['waste']['db']
   ]
 }
 
+const heap = (h: HeapResult) =>
+  `${n(h.heapBeforeMiB, 1)} → ${n(h.heapAfterMiB, 1)} MiB (${n(h.heapGrowthBytesPerRequest, 1)} B/request)`
+
 function rows (r: Results): Row[] {
   const out: Row[] = [
     ['Overhead: trivial handler, requests/s (naive column: bare Fastify route)',
-      n(r.overhead.bare.rps), n(r.overhead.hibeaver.rps), times(r.overhead.hibeaver.rps, r.overhead.bare.rps)]
+      n(r.overhead.bare.rps), n(r.overhead.hibeaver.rps), times(r.overhead.hibeaver.rps, r.overhead.bare.rps)],
+    ['Overhead of the request scope alone (naive column: a timer and an AbortController per request)',
+      n(r.overhead.timer.rps), n(r.overhead.scope.rps),
+      `${times(r.overhead.scope.rps, r.overhead.bare.rps)} vs ${times(r.overhead.timer.rps, r.overhead.bare.rps)} of bare`],
+    [`Heap growth over ${n(r.overhead.heap.hibeaver.requests)} requests, half cancelled (naive column: AbortSignal.any per request)`,
+      heap(r.overhead.heap.anySignal), heap(r.overhead.heap.hibeaver), '']
   ]
   for (const [name, t] of Object.entries(r.throughput)) {
     const failed = (m: typeof t.naive) => (m.errors + m.non2xx > 0 ? ` (${m.errors + m.non2xx} failed)` : '')

@@ -1,36 +1,46 @@
 // The request scope's cost on the happy path, and its memory over many cancelled requests.
 //   node --import tsx bench/overhead.ts [--quick]
+// npm run bench uses the same functions (bench/compare-overhead.ts).
 // Each variant runs in its own process; autocannon drives it from this one over loopback.
 // Variants run interleaved over several rounds and the median is taken, since the machine is
 // shared and noisy; figures are ratios against bare Fastify measured in the same run.
 import { connect } from 'node:net'
-import { fileURLToPath } from 'node:url'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { startChild, type ChildServer } from './lib/child.js'
 import { load } from './lib/load.js'
 import { median, round } from './lib/stats.js'
 
-const quick = process.argv.includes('--quick')
 const SERVER = fileURLToPath(new URL('./overhead-server.ts', import.meta.url))
-const ROUNDS = quick ? 1 : 3
-const DURATION_S = quick ? 2 : 5
-const VARIANTS = ['bare', 'timer', 'scope', 'hibeaver', 'bare-logged', 'hibeaver-logged']
+export const VARIANTS = ['bare', 'timer', 'scope', 'hibeaver', 'bare-logged', 'hibeaver-logged']
 
-async function throughput () {
-  const rps: Record<string, number[]> = Object.fromEntries(VARIANTS.map((v) => [v, []]))
-  for (let round = 0; round < ROUNDS; round++) {
-    for (const variant of VARIANTS) {
+export interface VariantThroughput {
+  rps: number
+  ratioToBare: number
+  samples: number[]
+}
+
+// Requests/s of a trivial handler in each variant (bare Fastify among them), in fresh
+// processes, rounds interleaved, the median taken.
+export async function throughput (variants: readonly string[], rounds: number, durationS: number):
+Promise<Record<string, VariantThroughput>> {
+  const rps: Record<string, number[]> = Object.fromEntries(variants.map((v) => [v, []]))
+  for (let r = 0; r < rounds; r++) {
+    for (const variant of r % 2 === 0 ? variants : [...variants].reverse()) {
       const server = await startChild(SERVER, [variant])
-      await load({ url: server.url, path: '/handlers/noop', durationS: 1 })
-      const result = await load({ url: server.url, path: '/handlers/noop', durationS: DURATION_S })
-      if (result.errors > 0 || result.non2xx > 0) throw new Error(`${variant}: ${result.non2xx} non-2xx, ${result.errors} errors`)
-      rps[variant]?.push(result.rps)
-      await server.stop()
+      try {
+        await load({ url: server.url, path: '/handlers/noop', durationS: 1 })
+        const result = await load({ url: server.url, path: '/handlers/noop', durationS })
+        if (result.errors > 0 || result.non2xx > 0) throw new Error(`${variant}: ${result.non2xx} non-2xx, ${result.errors} errors`)
+        rps[variant]?.push(round(result.rps, 0))
+      } finally {
+        await server.stop()
+      }
     }
   }
   const bare = median(rps.bare ?? [])
-  return Object.fromEntries(VARIANTS.map((variant) => {
+  return Object.fromEntries(variants.map((variant) => {
     const value = median(rps[variant] ?? [])
-    return [variant, { rps: round(value, 0), ratioToBare: round(value / bare, 3), samples: rps[variant] }]
+    return [variant, { rps: round(value, 0), ratioToBare: round(value / bare, 3), samples: rps[variant] ?? [] }]
   }))
 }
 
@@ -58,9 +68,17 @@ async function abandonMany (url: string, count: number, concurrency = 16): Promi
   await Promise.all(Array.from({ length: concurrency }, lane))
 }
 
-// Heap after 200,000 requests, half of them cancelled (by deadline, and some by the client).
-async function memory (variant: string) {
-  const total = quick ? 40_000 : 200_000
+export interface HeapResult {
+  requests: number
+  heapBeforeMiB: number
+  heapAfterMiB: number
+  heapGrowthBytesPerRequest: number
+  rssBeforeMiB: number
+  rssAfterMiB: number
+}
+
+// Heap after `total` requests, half of them cancelled (by deadline, and a tenth by the client).
+export async function heapOverCancelled (variant: string, total: number): Promise<HeapResult> {
   const server: ChildServer = await startChild(SERVER, [variant])
   try {
     await load({ url: server.url, path: '/handlers/noop', amount: 10_000 })
@@ -86,14 +104,20 @@ async function memory (variant: string) {
   }
 }
 
-const started = Date.now()
-const results = {
-  machine: { node: process.version, cpus: (await import('node:os')).availableParallelism() },
-  throughput: await throughput(),
-  memory: {
-    hibeaver: await memory('hibeaver'),
-    'any-signal': await memory('any-signal')
-  },
-  seconds: Math.round((Date.now() - started) / 1000)
+async function main (): Promise<void> {
+  const quick = process.argv.includes('--quick')
+  const total = quick ? 40_000 : 200_000
+  const started = Date.now()
+  const results = {
+    machine: { node: process.version, cpus: (await import('node:os')).availableParallelism() },
+    throughput: await throughput(VARIANTS, quick ? 1 : 3, quick ? 2 : 5),
+    memory: {
+      hibeaver: await heapOverCancelled('hibeaver', total),
+      'any-signal': await heapOverCancelled('any-signal', total)
+    },
+    seconds: Math.round((Date.now() - started) / 1000)
+  }
+  process.stdout.write(JSON.stringify(results, null, 2) + '\n')
 }
-process.stdout.write(JSON.stringify(results, null, 2) + '\n')
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) await main()

@@ -30,7 +30,7 @@ const OUT_DIR = outIndex > 0
 
 const SETTINGS = quick
   ? {
-      overhead: { rounds: 1, durationS: 2 },
+      overhead: { rounds: 1, durationS: 2, heapRequests: 20_000 },
       throughput: { rounds: 1, durationS: 2, connections: 16 },
       health: { durationS: 4, connections: 8 },
       waste: { db: { waves: 2, perWave: 10 }, cpu: { waves: 3, perWave: 4 }, upstream: { waves: 2, perWave: 20 } },
@@ -38,7 +38,7 @@ const SETTINGS = quick
       limitMs: 4 * 60_000
     }
   : {
-      overhead: { rounds: 3, durationS: 5 },
+      overhead: { rounds: 3, durationS: 5, heapRequests: 200_000 },
       throughput: { rounds: 2, durationS: 4, connections: 16 },
       health: { durationS: 10, connections: 8 },
       waste: { db: { waves: 20, perWave: 10 }, cpu: { waves: 30, perWave: 4 }, upstream: { waves: 10, perWave: 20 } },
