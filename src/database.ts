@@ -4,6 +4,7 @@ import { Lease, watchConnection, type CancelEvent, type LeaseOptions } from './d
 import { applyStatementTimeout } from './db-session.js'
 import { sqlState, unavailable } from './db-errors.js'
 import { HiBeaverError } from './errors.js'
+import type { ReadinessCheck } from './readiness.js'
 import type { ResourceProvider } from './resources.js'
 import type { Scope } from './scope.js'
 
@@ -234,6 +235,11 @@ class PgDatabase implements Database {
     this.#closing ??= this.#pool.end()
     return this.#closing
   }
+}
+
+// Readiness asks on a connection of its own, never queued behind application queries.
+export function databaseReadiness (database: Database, timeoutMs: number): ReadinessCheck {
+  return { name: 'database', code: 'DATABASE_UNAVAILABLE', check: () => database.ping(timeoutMs) }
 }
 
 function clientClass (connectTimeoutMs: number): typeof pg.Client {

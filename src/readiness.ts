@@ -1,8 +1,10 @@
-import { HiBeaverError } from './errors.js'
+import { HiBeaverError, type ErrorCode } from './errors.js'
 
 // A dependency that readiness asks about, such as the database on a connection of its own.
 export interface ReadinessCheck {
   name: string
+  // The code a timeout or an uncatalogued failure is reported with; OVERLOADED when unset.
+  code?: ErrorCode
   // Rejects with a catalogue error (DATABASE_UNAVAILABLE, say) when the dependency is not usable.
   check (signal: AbortSignal): Promise<void>
 }
@@ -52,12 +54,26 @@ export class Readiness {
   }
 
   async #one (check: ReadinessCheck): Promise<HiBeaverError | undefined> {
+    const signal = AbortSignal.timeout(this.#timeoutMs)
     try {
-      await check.check(AbortSignal.timeout(this.#timeoutMs))
+      // Raced, not trusted: a check that ignores its signal still cannot hold readiness open.
+      await raceTimeout(check.check(signal), signal)
       return undefined
     } catch (err) {
       if (err instanceof HiBeaverError) return err
-      return new HiBeaverError('OVERLOADED', `${check.name} is not ready`, { cause: err })
+      const detail = signal.aborted
+        ? `${check.name} did not answer within ${this.#timeoutMs} ms`
+        : `${check.name} is not ready`
+      return new HiBeaverError(check.code ?? 'OVERLOADED', detail, { cause: err })
     }
   }
+}
+
+function raceTimeout (work: Promise<void>, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason as Error)
+    signal.addEventListener('abort', onAbort, { once: true })
+    const settle = (): void => signal.removeEventListener('abort', onAbort)
+    work.then(() => { settle(); resolve() }, (err: unknown) => { settle(); reject(err) })
+  })
 }

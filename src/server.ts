@@ -9,6 +9,7 @@ import { shutdown, type Closable } from './shutdown.js'
 import { createUpstream } from './upstream.js'
 import { createCpuPool } from './cpu-pool.js'
 import { startDatabase } from './db-startup.js'
+import { databaseReadiness } from './database.js'
 import { logDiagnostics } from './diagnostics-log.js'
 import type { ReadinessCheck } from './readiness.js'
 
@@ -41,7 +42,7 @@ export async function startServer (config: Config, logger: Logger): Promise<Serv
     started.push({ name: 'database', close: () => db.stop() })
     providers.db = db.database
     // Its own connection with a short timeout: never queued behind application queries.
-    readiness.push({ name: 'database', check: () => db.database.ping(READY_TIMEOUT_MS) })
+    readiness.push(databaseReadiness(db.database, READY_TIMEOUT_MS))
 
     providers.cpu = startCpu(config, started)
     providers.http = await startUpstream(config, logger, started)
