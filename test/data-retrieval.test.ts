@@ -1,5 +1,4 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel'
-import pg from 'pg'
 import t, { type Test } from 'tap'
 import dataRetrieval from '../handlers/data-retrieval.js'
 import { createDatabase, type Database } from '../src/database.js'
@@ -46,20 +45,8 @@ function collectCancels (t: Test): CancelEvent[] {
   return seen
 }
 
-// Holds an exclusive lock on events, so that any query of it waits, running, on the server
-// until the lock is released: a statement caught mid-flight at a moment the test chooses.
 async function lockEvents (t: Test): Promise<() => Promise<void>> {
-  const client = new pg.Client({ connectionString: pgServer.url, application_name: 'hibeaver-test' })
-  await client.connect()
-  await client.query('BEGIN')
-  await client.query('LOCK TABLE events IN ACCESS EXCLUSIVE MODE')
-  let released = false
-  const release = async () => {
-    if (released) return
-    released = true
-    await client.query('COMMIT')
-    await client.end()
-  }
+  const release = await pgServer.lockEvents()
   t.teardown(release)
   return release
 }

@@ -1,4 +1,3 @@
-import pg from 'pg'
 import t, { type Test } from 'tap'
 import dataRetrieval from '../handlers/data-retrieval.js'
 import { createDatabase, databaseReadiness, type Database } from '../src/database.js'
@@ -21,20 +20,8 @@ async function serve (t: Test, connectionString: string): Promise<{ app: Started
   return { app, db }
 }
 
-// Holds an exclusive lock on events, so that the only pool connection's statement keeps running
-// on the server until the test lets it go.
 async function lockEvents (t: Test): Promise<() => Promise<void>> {
-  const client = new pg.Client({ connectionString: pgServer.url, application_name: 'hibeaver-test' })
-  await client.connect()
-  await client.query('BEGIN')
-  await client.query('LOCK TABLE events IN ACCESS EXCLUSIVE MODE')
-  let released = false
-  const release = async () => {
-    if (released) return
-    released = true
-    await client.query('COMMIT')
-    await client.end()
-  }
+  const release = await pgServer.lockEvents()
   t.teardown(release)
   return release
 }

@@ -25,6 +25,9 @@ export interface TestPostgres {
   sessions (): Promise<Session[]>
   // The statements of HiBeaver's sessions that are running now.
   active (): Promise<Session[]>
+  // Holds an exclusive lock on events, so that any statement on it waits, running, on the server
+  // until the returned function lets it go: a statement caught mid-flight when a test chooses.
+  lockEvents (): Promise<() => Promise<void>>
   close (): Promise<void>
 }
 
@@ -79,6 +82,7 @@ export async function startTestPostgres (options: TestPostgresOptions = {}): Pro
     query,
     sessions,
     active: async () => (await sessions()).filter((session) => session.state === 'active'),
+    lockEvents: () => lockTable(url, 'events'),
     close: async () => {
       await admin.end()
       await server.close()
@@ -122,6 +126,20 @@ async function embeddedServer (): Promise<Server> {
       await embedded.stop()
       await rm(dataDir, { recursive: true, force: true })
     }
+  }
+}
+
+async function lockTable (url: string, table: string): Promise<() => Promise<void>> {
+  const client = new pg.Client({ connectionString: url, application_name: 'hibeaver-test' })
+  await client.connect()
+  await client.query('BEGIN')
+  await client.query(`LOCK TABLE ${table} IN ACCESS EXCLUSIVE MODE`)
+  let released = false
+  return async () => {
+    if (released) return
+    released = true
+    await client.query('COMMIT')
+    await client.end()
   }
 }
 
