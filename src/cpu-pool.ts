@@ -116,7 +116,8 @@ class PiscinaCpuPool implements CpuPool {
   }
 
   #run (scope: Scope, task: CpuTask<CpuTaskFunction>, input: unknown): Promise<unknown> {
-    if (scope.reason !== undefined) return Promise.reject(scope.reason)
+    const due = scope.expireIfDue()
+    if (due !== undefined) return Promise.reject(due)
     if (this.#closed !== undefined) return Promise.reject(closing())
     if (this.#running.size >= this.#workers && this.#queue.length >= this.#queueMax) {
       this.#counts.overloaded++
@@ -148,8 +149,11 @@ class PiscinaCpuPool implements CpuPool {
 
   #pump (): void {
     while (this.#running.size < this.#workers) {
-      const job = this.#queue.shift()
+      const job = this.#queue[0]
       if (job === undefined) return
+      // A deadline that passed while the job waited takes it out of the queue through #abort.
+      if (job.scope.expireIfDue() !== undefined) continue
+      this.#queue.shift()
       this.#start(job)
     }
   }

@@ -9,6 +9,7 @@ export type ErrorCode =
   | 'UNSUPPORTED_MEDIA_TYPE'
   | 'DEADLINE_EXCEEDED'
   | 'CLIENT_CLOSED'
+  | 'REQUEST_FINISHED'
   | 'UPSTREAM_FAILED'
   | 'OVERLOADED'
   | 'SHUTTING_DOWN'
@@ -22,6 +23,7 @@ interface CatalogueEntry {
 }
 
 // CLIENT_CLOSED is never sent (nobody is listening); 499 is what the request log records.
+// REQUEST_FINISHED is never sent either: it stops work a request left running after its answer.
 export const catalogue: Readonly<Record<ErrorCode, CatalogueEntry>> = {
   INVALID_INPUT: { status: 400, title: 'Invalid input' },
   UNKNOWN_HANDLER: { status: 404, title: 'Unknown handler' },
@@ -29,6 +31,7 @@ export const catalogue: Readonly<Record<ErrorCode, CatalogueEntry>> = {
   PAYLOAD_TOO_LARGE: { status: 413, title: 'Payload too large' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Unsupported media type' },
   CLIENT_CLOSED: { status: 499, title: 'Client closed request' },
+  REQUEST_FINISHED: { status: 499, title: 'Request finished' },
   INTERNAL: { status: 500, title: 'Internal error' },
   UPSTREAM_FAILED: { status: 502, title: 'Upstream failed' },
   OVERLOADED: { status: 503, title: 'Overloaded', retryAfter: 1 },
@@ -68,13 +71,14 @@ export function hasCode (err: unknown, code: ErrorCode): boolean {
   return err instanceof HiBeaverError && err.code === code
 }
 
-// The three abort reasons of a request scope. Each is made when its cause happens, so its stack
+// The abort reasons of a request scope. Each is made when its cause happens, so its stack
 // points at the cause, and it is the `reason` of the scope's signal.
 export const abortReasons = {
   clientClosed: () => new HiBeaverError('CLIENT_CLOSED', 'the client closed the connection'),
   deadline: (budgetMs: number) =>
     new HiBeaverError('DEADLINE_EXCEEDED', `the request did not finish within its ${budgetMs} ms budget`),
-  shuttingDown: () => new HiBeaverError('SHUTTING_DOWN', 'the server is shutting down')
+  shuttingDown: () => new HiBeaverError('SHUTTING_DOWN', 'the server is shutting down'),
+  finished: () => new HiBeaverError('REQUEST_FINISHED', 'the request has been answered; work it left running is stopped')
 }
 
 export const invalidInput = (detail: string, details?: Record<string, unknown>) =>

@@ -28,6 +28,7 @@ class Context implements Scope {
   get budgetMs (): number { return this.#scope.budgetMs }
   get requestId (): string { return this.#scope.requestId }
   remaining (): number { return this.#scope.remaining() }
+  expireIfDue (): HiBeaverError | undefined { return this.#scope.expireIfDue() }
   throwIfAborted (): void { this.#scope.throwIfAborted() }
   onAbort (fn: (reason: HiBeaverError) => void): () => void { return this.#scope.onAbort(fn) }
   protect<T> (work: Promise<T>): Promise<T> { return this.#scope.protect(work) }

@@ -132,7 +132,8 @@ function raceScope (
   log: Logger,
   overrunReportMs: number
 ): Promise<unknown> {
-  if (scope.reason !== undefined) return Promise.reject(scope.reason)
+  const due = scope.expireIfDue()
+  if (due !== undefined) return Promise.reject(due)
 
   return new Promise((resolve, reject) => {
     let abortedAt = 0

@@ -72,8 +72,16 @@ export class RequestScope implements Scope, Expirable {
     return this.#manager.clock.now() - this.startedAt
   }
 
+  // The shared timer fires up to a tick late. Work about to start asks here first, so a
+  // deadline that has passed is acted on at once rather than met by starting something.
+  expireIfDue (): HiBeaverError | undefined {
+    if (this.#reason === undefined && this.#manager.clock.now() >= this.#deadlineAt) this.expire()
+    return this.#reason
+  }
+
   throwIfAborted (): void {
-    if (this.#reason !== undefined) throw this.#reason
+    const reason = this.expireIfDue()
+    if (reason !== undefined) throw reason
   }
 
   onAbort (fn: AbortCallback): () => void {
@@ -81,7 +89,6 @@ export class RequestScope implements Scope, Expirable {
       fn(this.#reason)
       return noop
     }
-    if (this.#disposed) return noop
 
     this.#callbacks ??= []
     this.#callbacks.push(fn)
@@ -113,7 +120,7 @@ export class RequestScope implements Scope, Expirable {
 
   // First cause wins: later calls return false and change nothing.
   abort (reason: HiBeaverError): boolean {
-    if (this.#reason !== undefined || this.#disposed) return false
+    if (this.#reason !== undefined) return false
 
     this.#reason = reason
     this.#manager.release(this, this.#slot)
@@ -132,13 +139,14 @@ export class RequestScope implements Scope, Expirable {
     this.abort(abortReasons.deadline(this.budgetMs))
   }
 
-  // Safe to call twice. Does not abort: a finished request has nothing left to stop.
+  // Safe to call twice. The request is over: work it started and left running (a call nobody
+  // awaited, the loser of a Promise.all) is stopped through the same callbacks as an abort,
+  // and work started from now on is refused, so nothing of the scope outlives its request.
   dispose (): void {
     if (this.#disposed) return
 
     this.#disposed = true
-    this.#callbacks = undefined
-    if (this.#reason === undefined) this.#manager.release(this, this.#slot)
+    this.abort(this.#manager.finished)
     this.#onDispose?.()
   }
 
@@ -164,6 +172,9 @@ export class ScopeManager {
   readonly clock: Clock
   readonly wheel: DeadlineWheel
   readonly #live = new Set<RequestScope>()
+  // One reason for every request that finished without an abort: it is never sent, its stack
+  // would say nothing, and making one per request would cost more than the whole scope.
+  readonly finished = abortReasons.finished()
 
   constructor (options: ScopeManagerOptions = {}) {
     this.clock = options.clock ?? monotonicClock

@@ -5,8 +5,10 @@ import type { HiBeaverError } from './errors.js'
 export interface Scope {
   // Created on first access: a request that never reads it pays for no AbortController.
   readonly signal: AbortSignal
+  // True once the scope has aborted or its request has finished.
   readonly aborted: boolean
-  // The first abort cause (CLIENT_CLOSED, DEADLINE_EXCEEDED or SHUTTING_DOWN), else undefined.
+  // The first abort cause (CLIENT_CLOSED, DEADLINE_EXCEEDED, SHUTTING_DOWN, or REQUEST_FINISHED
+  // for work still running when the request was answered), else undefined.
   readonly reason: HiBeaverError | undefined
   // Absolute deadline, epoch milliseconds.
   readonly deadline: number
@@ -15,7 +17,10 @@ export interface Scope {
   readonly requestId: string
   // Milliseconds left before the deadline, never negative.
   remaining (): number
-  // Throws the abort reason when the scope has aborted.
+  // Aborts at once when the deadline has passed but the shared timer has not fired yet; returns
+  // the abort reason, if any. Adapters ask it before they start work.
+  expireIfDue (): HiBeaverError | undefined
+  // Throws the abort reason when the scope has aborted, or its deadline has passed.
   throwIfAborted (): void
   // Runs `fn` once when the scope aborts (at once if it already has); returns its removal.
   // Cheaper than a signal listener, and removed when the scope is disposed in any case.

@@ -3,7 +3,9 @@ import t, { type Test } from 'tap'
 import { z } from 'zod'
 import complexCalculation from '../handlers/complex-calculation.js'
 import { createCpuPool, type CpuPool, type CpuPoolOptions } from '../src/cpu-pool.js'
+import { cpuTask } from '../src/cpu-task.js'
 import { defineHandler } from '../src/handler.js'
+import type { countPrimes } from '../handlers/complex-calculation.task.js'
 import { startApp, type StartedApp } from './helpers/app.js'
 import { getJson, openPost, postJson } from './helpers/http.js'
 import { chunks, chunksAbove, newProgress, nextStart, nextStop, tasks } from './fixtures/cpu-helpers.js'
@@ -29,6 +31,19 @@ const crash = defineHandler({
   process: async (_input, ctx) => await ctx.cpu.run(tasks.fail, 'secret internal detail')
 })
 
+// Runs a long count beside a task that fails: Promise.all answers with the failure while the
+// count is still running, which nothing awaits any more.
+const countPrimesTask = cpuTask<typeof countPrimes>(import.meta.url, '../handlers/complex-calculation.task', 'countPrimes')
+const halfFailed = defineHandler({
+  name: 'half-failed',
+  description: 'a long count and a failing task side by side',
+  input: z.object({}),
+  process: async (_input, ctx) => await Promise.all([
+    ctx.cpu.run(countPrimesTask, { below: FOREVER }),
+    ctx.cpu.run(tasks.fail, 'the other half failed')
+  ])
+})
+
 const primes = (below: number) => ({ task: 'count-primes', below })
 const handlerUrl = (base: string, name = 'complex-calculation') => `${base}/handlers/${name}`
 
@@ -37,7 +52,7 @@ type Server = StartedApp & { cpu: CpuPool }
 async function server (t: Test, options: CpuPoolOptions = {}, env: Record<string, string> = {}): Promise<Server> {
   const cpu = createCpuPool({ workers: 1, ...options })
   const app = await startApp({
-    handlers: [complexCalculation, stubborn, crash],
+    handlers: [complexCalculation, stubborn, crash, halfFailed],
     resources: { cpu },
     env: { DEFAULT_TIMEOUT_MS: '60000', ...env }
   })
@@ -182,6 +197,16 @@ t.test('a crashing task fails alone, with 500 INTERNAL, and the pool keeps servi
   t.same(counted.body, { data: { count: 664_579 } }, 'the request beside it is unharmed')
   const line = await app.waitForLog((l) => l.requestId === 'crash-1' && l.msg === 'request finished')
   t.match(line, { level: 50, code: 'INTERNAL', err: { message: 'secret internal detail' } }, 'logged with its cause')
+  t.same((await postJson(handlerUrl(url), primes(100))).body, { data: { count: 25 } })
+})
+
+t.test('work a handler left running is stopped when its request is answered', async (t) => {
+  const { url, cpu } = await server(t, { workers: 2, graceMs: LONG })
+  const stopped = nextStop('half-1')
+  const answer = await postJson(handlerUrl(url, 'half-failed'), {}, { 'x-request-id': 'half-1' })
+  t.equal(answer.status, 500)
+  t.match((await stopped).how, /^(cooperative|dequeued)$/, 'the count nobody awaited stopped without a terminate')
+  t.equal(cpu.stats().running, 0, 'no worker is left busy')
   t.same((await postJson(handlerUrl(url), primes(100))).body, { data: { count: 25 } })
 })
 

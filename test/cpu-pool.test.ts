@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import { createCpuPool, type CpuPool, type CpuPoolOptions } from '../src/cpu-pool.js'
 import { abortReasons, hasCode, HiBeaverError } from '../src/errors.js'
-import { createScope, type RequestScope } from '../src/request-scope.js'
+import { createScope, ScopeManager, type RequestScope } from '../src/request-scope.js'
 import {
   chunks, chunksAbove, newProgress, nextFault, nextStop, progressSlot, settledAtOnce, tasks
 } from './fixtures/cpu-helpers.js'
@@ -120,6 +120,52 @@ t.test('a task whose deadline passes while it waits never starts', async (t) => 
   first.abort(abortReasons.clientClosed())
   await echoThread(cpu)
   t.equal(Atomics.load(progress, progressSlot.STARTS), 0, 'never started')
+})
+
+// The shared deadline timer fires up to a tick late, and later still on a busy event loop: a
+// worker that frees up in that window must not be handed a task whose deadline has passed.
+t.test('a task whose deadline passed before the shared timer noticed is never started', async (t) => {
+  const clock = { now: () => performance.now() }
+  // A tick so long the timer never fires during the test: only the pool's own check can act.
+  const scopes = new ScopeManager({ clock, tickMs: 3_600_000 })
+  const cpu = pool(t, { graceMs: LONG })
+  const first = scope()
+  await spinning(cpu, first, true)
+
+  const waiting = scopes.create({ budgetMs: 1000 })
+  t.teardown(() => waiting.dispose())
+  const progress = newProgress()
+  const stop = nextStop(waiting.requestId)
+  const result = cpu.forScope(waiting).run(tasks.spin, { progress: progress.buffer as SharedArrayBuffer, cooperative: true })
+  result.catch(() => {})
+  t.equal(cpu.stats().queued, 1)
+
+  clock.now = () => performance.now() + 2000
+  t.equal(waiting.aborted, false, 'the timer has not fired')
+  first.abort(abortReasons.clientClosed())
+
+  t.ok(hasCode(await result.catch((err: unknown) => err), 'DEADLINE_EXCEEDED'))
+  t.equal((await stop).how, 'dequeued')
+  await echoThread(cpu)
+  t.equal(Atomics.load(progress, progressSlot.STARTS), 0, 'never started')
+})
+
+t.test('a task still running when its request is answered is stopped', async (t) => {
+  const cpu = pool(t, { graceMs: LONG })
+  const s = scope()
+  const { progress, result } = await spinning(cpu, s, true)
+  const stop = nextStop(s.requestId)
+
+  // What the server does once the response is sent, whether or not the handler awaited the task.
+  s.dispose()
+  t.ok(hasCode(await result.catch((err: unknown) => err), 'REQUEST_FINISHED'))
+  t.equal((await stop).how, 'cooperative')
+  const frozen = chunks(progress)
+  await echoThread(cpu)
+  t.equal(chunks(progress), frozen, 'no chunk of work after the stop')
+
+  const late = cpu.forScope(s).run(tasks.echo, 'after the answer')
+  t.ok(hasCode(await late.catch((err: unknown) => err), 'REQUEST_FINISHED'), 'nor does a finished request start new work')
 })
 
 t.test('a full queue answers OVERLOADED at once, and the task never starts', async (t) => {

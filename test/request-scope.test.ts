@@ -75,18 +75,37 @@ t.test('onAbort runs at once on an aborted scope, and its removal works', async 
   t.equal(calls, 1, 'registered after the abort: called at once')
 })
 
-t.test('a disposed scope cannot abort and leaves nothing behind', async (t) => {
+t.test('disposal stops what the request left running, refuses new work, and leaves nothing behind', async (t) => {
   const { clock, scopes } = setup()
   const scope = scopes.create({ budgetMs: 10 })
   const signal = scope.signal
+  const seen: string[] = []
+  scope.onAbort((reason) => seen.push(reason.code))
   scope.dispose()
   scope.dispose()
+  t.same(seen, ['REQUEST_FINISHED'], 'work still registered is stopped once')
+  t.equal(signal.reason, scope.reason, 'the signal carries the same reason')
+  t.equal(scope.reason?.code, 'REQUEST_FINISHED')
 
   clock.time += 100
   scopes.wheel.expireDue()
-  t.equal(signal.aborted, false, 'the deadline of a finished request never fires')
+  t.equal(scope.reason?.code, 'REQUEST_FINISHED', 'the deadline of a finished request never fires')
+  t.equal(scope.abort(abortReasons.clientClosed()), false, 'nor does anything else')
+  t.throws(() => scope.throwIfAborted(), { code: 'REQUEST_FINISHED' }, 'work started afterwards is refused')
   t.equal(scopes.live, 0)
   t.equal(scopes.wheel.pending, 0)
+})
+
+t.test('a deadline that has passed is acted on before the shared timer fires', async (t) => {
+  const { clock, scopes } = setup()
+  const scope = scopes.create({ budgetMs: 10 })
+  t.equal(scope.expireIfDue(), undefined, 'not due yet')
+
+  clock.time += 10
+  t.equal(scope.aborted, false, 'the timer has not fired')
+  t.equal(scope.expireIfDue()?.code, 'DEADLINE_EXCEEDED', 'due: aborted on asking')
+  t.equal(scopes.wheel.pending, 0, 'and taken off the wheel')
+  t.throws(() => scope.throwIfAborted(), { code: 'DEADLINE_EXCEEDED' })
 })
 
 t.test('after 10,000 scopes no timer, slot or callback is left', async (t) => {
