@@ -12,10 +12,18 @@ const PARSER_CODES: Readonly<Record<string, ErrorCode>> = {
   ERR_HTTP_REQUEST_TIMEOUT: 'DEADLINE_EXCEEDED'
 }
 
+const NOBODY_TO_ANSWER = new Set(['ECONNRESET', 'HPE_INVALID_EOF_STATE'])
+
+// Node's own field: the response the socket is writing, or null between requests.
+type InFlightSocket = Socket & { _httpMessage?: unknown }
+
 export function clientErrorHandler (log: FastifyBaseLogger) {
-  return function onClientError (err: Error & { code?: string }, socket: Socket): void {
-    // A reset or a half-written socket: nobody to answer.
-    if (!socket.writable || err.code === 'ECONNRESET') {
+  return function onClientError (err: Error & { code?: string }, socket: InFlightSocket): void {
+    // Nobody to answer: a reset, a half-written socket, or a connection that ended mid-request
+    // (an aborted upload), whose request gets its own line when its response closes. And an
+    // answer written while a response is in flight (garbage pipelined behind a valid request)
+    // would be read by the client as that request's answer: the connection is beyond repair.
+    if (!socket.writable || NOBODY_TO_ANSWER.has(err.code ?? '') || socket._httpMessage != null) {
       socket.destroy()
       return
     }

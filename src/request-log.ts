@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { abortReasons } from './errors.js'
 import './fastify-types.js'
@@ -6,9 +7,9 @@ export type Outcome = 'ok' | 'deadline_exceeded' | 'client_closed' | 'shutting_d
 
 const NO_RESPONSE_STATUS = 499
 
-// Tracks every request from arrival to the closing of its response: sets x-request-id, notices
-// a client that left (the response closed before it finished), disposes the request's scope and
-// writes the one log line a finished request gets.
+// Tracks every request from arrival to the closing of its response or its connection: sets
+// x-request-id, notices a client that left (the response never finished), disposes the
+// request's scope and writes the one log line a finished request gets, exactly once.
 export function requestLifecycle (app: FastifyInstance): void {
   app.decorateRequest('scope', null)
   app.decorateRequest('failure', null)
@@ -25,10 +26,39 @@ export function requestLifecycle (app: FastifyInstance): void {
 export function track (request: FastifyRequest, reply: FastifyReply): void {
   request.startedAt = performance.now()
   reply.header('x-request-id', request.id)
+
+  let ended = false
+  let forget = noop
+  const end = (): void => {
+    if (ended) return
+    ended = true
+    forget()
+    finish(request, reply)
+  }
   // The response side, not the request: a request stream closes as soon as its body has been
-  // read, while the client is still waiting for its answer.
-  reply.raw.once('close', () => finish(request, reply))
+  // read, while the client is still waiting for its answer (fastify/fastify#6725).
+  reply.raw.once('close', end)
+  forget = watchConnection(request.raw.socket, end)
 }
+
+// A pipelined request's response waits in Node's queue, unattached to the socket, and when the
+// socket closes Node never closes it: its 'close' would never come. So each connection gets one
+// listener of its own, however many requests it carries, that ends whatever is still in flight.
+const inFlight = new WeakMap<Socket, Set<() => void>>()
+
+function watchConnection (socket: Socket, end: () => void): () => void {
+  let ends = inFlight.get(socket)
+  if (ends === undefined) {
+    const pending = new Set<() => void>()
+    socket.once('close', () => { for (const fn of pending) fn() })
+    inFlight.set(socket, pending)
+    ends = pending
+  }
+  ends.add(end)
+  return () => ends.delete(end)
+}
+
+function noop (): void {}
 
 function finish (request: FastifyRequest, reply: FastifyReply): void {
   const clientLeft = !reply.raw.writableFinished

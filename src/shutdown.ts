@@ -34,15 +34,19 @@ export function shutdownGate (app: FastifyInstance): void {
 
   app.addHook('onRequest', (request, reply, done) => {
     const phase = app.lifecycle.phase
-    if (phase === 'running') return done()
-
-    // Ask keep-alive clients to reconnect elsewhere: the socket closes after this response.
-    reply.header('connection', 'close')
-    if (phase === 'draining') return done()
+    if (phase === 'running' || phase === 'draining') return done()
 
     const err = new HiBeaverError('SHUTTING_DOWN', 'the server is shutting down')
     request.failure = err
     sendProblem(reply, err)
+  })
+
+  // Ask keep-alive clients to reconnect elsewhere: the socket closes after this response. Every
+  // response, also one to a request that arrived while running: a socket left open would be
+  // closed as idle below, and a request the client sent on it meanwhile would meet a reset.
+  app.addHook('onSend', (_request, reply, payload, done) => {
+    if (app.lifecycle.phase !== 'running') reply.header('connection', 'close')
+    done(null, payload)
   })
 
   // A keep-alive socket that goes idle while the server closes would otherwise hold the close

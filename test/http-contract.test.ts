@@ -51,7 +51,10 @@ t.test('the HTTP contract', async (t) => {
   })
 
   t.test('an internal error is 500 INTERNAL with nothing of the cause, logged with its stack', async (t) => {
-    const res = await postJson(url('/handlers/fails'), {}, { 'x-request-id': 'fails-1' })
+    const res = await postJson(url('/handlers/fails'), {}, {
+      'x-request-id': 'fails-1',
+      authorization: 'Bearer TOPSECRET-token'
+    })
     t.equal(res.status, 500)
     t.equal(res.body.code, 'INTERNAL')
     t.notMatch(JSON.stringify(res.body), /secret|hunter2|10\.0\.0\.5|at /, 'no internals reach the client')
@@ -59,7 +62,15 @@ t.test('the HTTP contract', async (t) => {
     const line = await server.waitForLog((l) => l.msg === 'request finished' && l.requestId === 'fails-1')
     t.equal(line.level, 50, 'logged as error')
     t.equal(line.outcome, 'error')
-    t.match((line.err as { stack: string }).stack, /secret internal detail/)
+    const err = line.err as { message: string, stack: string }
+    t.match(err.stack, /secret internal detail/)
+    t.match(err.message, 'postgres://admin:[redacted]@10.0.0.5/db', 'the address stays, its password does not')
+    t.match(err.stack, 'caused by: Error: password authentication failed for postgresql://app:[redacted]@',
+      'the cause is logged, redacted')
+    const logged = JSON.stringify(server.logs)
+    t.notOk(logged.includes('hunter2'), 'no password of the error in any line')
+    t.notOk(logged.includes('s3cr3t'), 'no password of its cause in any line')
+    t.notOk(logged.includes('TOPSECRET'), 'the authorization header is never logged')
   })
 
   t.test('x-request-id is echoed when sane, replaced when not', async (t) => {
@@ -102,9 +113,11 @@ t.test('over a pressure threshold, /health and handlers answer 503 OVERLOADED wi
   t.equal(res.status, 503)
   t.equal(res.body.code, 'OVERLOADED')
   t.ok(Number(res.headers['retry-after']) >= 1, 'Retry-After is set')
+  t.equal(res.headers['x-request-id'], res.body.requestId, 'with its request id')
 
-  const handler = await postJson(`${server.url}/handlers/echo`, { message: 'x' })
+  const handler = await postJson(`${server.url}/handlers/echo`, { message: 'x' }, { 'x-request-id': 'shed-1' })
   t.equal(handler.status, 503, 'work is shed too')
+  t.equal(handler.headers['x-request-id'], 'shed-1', 'with its request id')
 })
 
 t.test('requests refused before any route runs still get a problem document and a log line', async (t) => {

@@ -11,10 +11,12 @@ t.test('a handler at its concurrency limit answers 503 OVERLOADED at once, then 
   const first = postJson(`${server.url}/handlers/single`, {}, { 'x-request-id': 'single-1' })
   await once(probe, 'started')
 
-  const second = await postJson(`${server.url}/handlers/single`, {})
+  const second = await postJson(`${server.url}/handlers/single`, {}, { 'x-request-id': 'single-2' })
   t.equal(second.status, 503)
   t.equal(second.body.code, 'OVERLOADED')
   t.ok(Number(second.headers['retry-after']) >= 1, 'with Retry-After')
+  t.equal(second.headers['x-request-id'], 'single-2', 'with its request id')
+  t.equal(second.body.requestId, 'single-2')
   t.equal((await postJson(`${server.url}/handlers/echo`, { message: 'x' })).status, 200, 'other handlers are unaffected')
 
   releases.get('single-1')?.()

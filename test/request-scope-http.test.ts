@@ -26,12 +26,14 @@ t.test('a POST with a body whose client waits is never aborted', async (t) => {
   // Node closes the request stream once the body is read; Fastify's own request.signal aborts
   // about 20 ms later. Give that a wide margin to happen before releasing the handler.
   await new Promise((resolve) => setTimeout(resolve, 300))
+  t.same(aborted, [], 'the signal did not abort while the client waited')
   releases.get(requestId)?.()
 
   t.equal(await response, 200, 'the client gets its answer')
-  t.same(aborted, [], 'the signal never aborted')
   const line = await server.waitForLog(finished(requestId))
   t.equal(line.outcome, 'ok')
+  // Once answered, the request is over, and so is anything it left listening on its signal.
+  t.same(aborted.map((reason) => reason.code), ['REQUEST_FINISHED'], 'it ended with the request, not before')
 })
 
 t.test('a client that destroys its socket mid-handler aborts the scope as CLIENT_CLOSED', async (t) => {
@@ -98,6 +100,11 @@ t.test('a handler\'s own timeout bounds its budget', async (t) => {
   t.equal(res.status, 504)
   const line = await server.waitForLog(finished(String(res.headers['x-request-id'])))
   t.equal(line.budgetMs, 150)
+
+  const longer = await postJson(`${server.url}/handlers/short-timeout`, {}, { 'x-request-timeout-ms': '5000' })
+  t.equal(longer.status, 504)
+  const capped = await server.waitForLog(finished(String(longer.headers['x-request-id'])))
+  t.equal(capped.budgetMs, 150, 'a longer client budget does not lift the handler\'s own timeout')
 })
 
 t.test('the budget header shortens, is capped, and rejects garbage', async (t) => {

@@ -3,7 +3,7 @@ import t from 'tap'
 import { Agent, request } from 'undici'
 import { shutdown } from '../src/shutdown.js'
 import type { HiBeaverError } from '../src/errors.js'
-import { coreHandlers, probe, releases } from './fixtures/core-handlers.js'
+import { coreHandlers, probe, releases, started } from './fixtures/core-handlers.js'
 import { startApp } from './helpers/app.js'
 import { getJson, postJson } from './helpers/http.js'
 
@@ -36,6 +36,33 @@ t.test('an in-flight request on a keep-alive connection completes, and close doe
   t.equal(server.app.lifecycle.phase, 'closed')
 })
 
+t.test('a response sent during shutdown closes its keep-alive connection, so the next request is not reset', async (t) => {
+  const server = await startApp({ handlers: coreHandlers })
+  const agent = new Agent({ connections: 1, keepAliveTimeout: 600_000, keepAliveMaxTimeout: 600_000 })
+  t.teardown(() => agent.close())
+
+  const inFlight = request(`${server.url}/handlers/wait-for-release`, {
+    method: 'POST', body: '{}', dispatcher: agent, headers: { ...headers, 'x-request-id': 'ka-close-1' }
+  })
+  await started('ka-close-1')
+  // It arrived while running; it is answered while closing, when idle sockets are being cut.
+  const closing = shutdown(server.app, { drainMs: 0, graceMs: 30_000 })
+  releases.get('ka-close-1')?.()
+
+  const res = await inFlight
+  t.equal(res.statusCode, 200)
+  t.equal(res.headers.connection, 'close', 'the client is told the connection ends here')
+  await res.body.dump()
+
+  // The client opens a new connection, which the closed listener refuses; the old one, reused,
+  // would have been cut as idle under the request.
+  const next = await request(`${server.url}/handlers/echo`, {
+    method: 'POST', body: '{"message":"a"}', dispatcher: agent, headers
+  }).then(() => undefined, (err: unknown) => err as { code?: string })
+  t.equal(next?.code, 'ECONNREFUSED', 'a refused new connection, not a reset')
+  await closing
+})
+
 t.test('during the drain delay readiness is 503 and new requests still succeed', async (t) => {
   const server = await startApp({ handlers: coreHandlers })
   const closing = shutdown(server.app, { drainMs: 500, graceMs: 1000 })
@@ -66,6 +93,7 @@ t.test('requests longer than the grace get 503 SHUTTING_DOWN through their scope
   t.equal(res.status, 503)
   t.equal(res.body.code, 'SHUTTING_DOWN')
   t.ok(Number(res.headers['retry-after']) > 0)
+  t.equal(res.headers['x-request-id'], res.body.requestId, 'with its request id')
   t.same(reasons, ['SHUTTING_DOWN'], 'the handler saw the shutting-down reason')
   const line = await server.waitForLog((l) => l.msg === 'request finished' && l.outcome === 'shutting_down')
   t.equal(line.status, 503)

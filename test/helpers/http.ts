@@ -1,4 +1,6 @@
+import { once } from 'node:events'
 import { request as httpRequest } from 'node:http'
+import { connect, type Socket } from 'node:net'
 import { request } from 'undici'
 
 export interface JsonResponse {
@@ -45,4 +47,48 @@ export function openPost (url: string, body: unknown, headers: Record<string, st
   response.catch(() => {})
   req.end(payload)
   return { req, response }
+}
+
+// A request as raw HTTP/1.1 text, for tests that pipeline or cut a connection by hand. The
+// content-length may promise more than the body holds.
+export function rawPost (path: string, requestId: string, body = '{}', contentLength = Buffer.byteLength(body)): string {
+  return `POST ${path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n` +
+    `x-request-id: ${requestId}\r\ncontent-length: ${contentLength}\r\n\r\n${body}`
+}
+
+export interface RawConnection {
+  socket: Socket
+  // Everything the server has sent so far.
+  received: () => string
+  // Resolves with everything received once it satisfies `match`; rejects if the socket closes first.
+  receive: (match: (text: string) => boolean) => Promise<string>
+}
+
+// A loopback connection that keeps what the server sends; errors (a reset) end up in close.
+export async function rawConnection (port: number): Promise<RawConnection> {
+  const socket = connect(port, '127.0.0.1')
+  let text = ''
+  socket.on('data', (chunk: Buffer) => { text += chunk.toString('latin1') })
+  socket.on('error', () => {})
+  await once(socket, 'connect')
+
+  const receive = (match: (text: string) => boolean) => new Promise<string>((resolve, reject) => {
+    const check = (): void => {
+      if (!match(text)) return
+      cleanup()
+      resolve(text)
+    }
+    const closed = (): void => {
+      cleanup()
+      reject(new Error(`the connection closed first, after receiving: ${JSON.stringify(text.slice(0, 200))}`))
+    }
+    const cleanup = (): void => {
+      socket.off('data', check)
+      socket.off('close', closed)
+    }
+    socket.on('data', check)
+    socket.on('close', closed)
+    check()
+  })
+  return { socket, received: () => text, receive }
 }
