@@ -51,6 +51,10 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'requestId' }),
     genReqId: requestId,
     bodyLimit: config.bodyLimitBytes,
+    // `__proto__` and `constructor.prototype` keys are valid JSON: dropped, not refused as if
+    // the body did not parse. No handler's input has such a key.
+    onProtoPoisoning: 'remove',
+    onConstructorPoisoning: 'remove',
     // A slow upload is bounded too, a little past the longest budget any request can have.
     requestTimeout: config.maxTimeoutMs + 5_000,
     // shutdown.ts answers requests that arrive while closing, as problem+json.

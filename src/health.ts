@@ -32,10 +32,20 @@ export async function health (app: FastifyInstance, pressure: Config['pressure']
     config: { quiet: true, pressureHandler: () => undefined }
   }, async () => ({ status: 'ok' }))
 
+  // Probes are logged at debug only; a change of answer is worth a line of its own.
+  let lastCode: string | undefined
+  const noteChange = (failure: HiBeaverError | undefined): void => {
+    if (failure?.code === lastCode) return
+    lastCode = failure?.code
+    if (failure === undefined) app.log.info('ready again')
+    else app.log.warn({ code: failure.code, err: failure.cause ?? failure }, 'not ready')
+  }
+
   const ready = async (_request: unknown, reply: FastifyReply) => {
     const failure = app.lifecycle.phase === 'running'
       ? await readiness.failure()
       : new HiBeaverError('SHUTTING_DOWN', 'the server is shutting down')
+    noteChange(failure)
     if (failure === undefined) return { status: 'ok' }
 
     reply.request.failure = failure

@@ -23,6 +23,10 @@ export function toHiBeaverError (err: unknown): HiBeaverError {
   if (err instanceof HiBeaverError) return err
 
   const { code, statusCode } = (typeof err === 'object' && err !== null ? err : {}) as MaybeCoded
+  // No handler's name is that long; the router's message would echo the whole URL back.
+  if (code === 'FST_ERR_MAX_PARAM_LENGTH') {
+    return new HiBeaverError('UNKNOWN_HANDLER', 'no handler has a name that long', { cause: err })
+  }
   const mapped = typeof code === 'string' ? FASTIFY_CODES[code] : undefined
   if (mapped !== undefined) return new HiBeaverError(mapped, clientMessage(err), { cause: err })
   // A body the JSON parser rejected, or any other 4xx that Fastify raised about the request.

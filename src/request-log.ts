@@ -84,10 +84,14 @@ function finish (request: FastifyRequest, reply: FastifyReply): void {
     budgetMs: scope?.budgetMs
   }
 
-  if (failure !== null && failure.status >= 500 && failure.code === 'INTERNAL') {
+  if (failure !== null && failure.code === 'INTERNAL') {
     request.log.error({ ...fields, err: failure.cause ?? failure }, 'request finished')
   } else if (request.routeOptions.config.quiet === true) {
     request.log.debug(fields, 'request finished')
+  } else if (failure !== null && failure.status >= 500 && failure.cause !== undefined) {
+    // What a dependency said (the database unreachable, the upstream reset): the client has the
+    // code, whoever runs the server needs the cause.
+    request.log.warn({ ...fields, err: failure.cause }, 'request finished')
   } else {
     request.log.info(fields, 'request finished')
   }

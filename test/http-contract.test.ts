@@ -2,14 +2,30 @@ import { once } from 'node:events'
 import { connect } from 'node:net'
 import t from 'tap'
 import { request } from 'undici'
+import { z } from 'zod'
+import { HiBeaverError } from '../src/errors.js'
+import { defineHandler } from '../src/handler.js'
 import { coreHandlers } from './fixtures/core-handlers.js'
 import { startApp } from './helpers/app.js'
 import { getJson, postJson } from './helpers/http.js'
 
+// A handler whose dependency fails the way the upstream adapter reports it: a catalogue error
+// with the low-level failure as its cause.
+const upstreamFails = defineHandler({
+  name: 'upstream-fails',
+  description: 'fails as an upstream reset would',
+  input: z.object({}),
+  async process () {
+    throw new HiBeaverError('UPSTREAM_FAILED', 'the upstream reset the connection', {
+      cause: new Error('socket hang up at 10.1.2.3:8080')
+    })
+  }
+})
+
 const PROBLEM_FIELDS = ['type', 'title', 'status', 'detail', 'code', 'requestId']
 
 t.test('the HTTP contract', async (t) => {
-  const server = await startApp({ handlers: coreHandlers, env: { BODY_LIMIT_BYTES: '1024' } })
+  const server = await startApp({ handlers: [...coreHandlers, upstreamFails], env: { BODY_LIMIT_BYTES: '1024' } })
   t.teardown(() => server.close())
   const url = (path: string) => `${server.url}${path}`
 
@@ -73,6 +89,34 @@ t.test('the HTTP contract', async (t) => {
     t.notOk(logged.includes('TOPSECRET'), 'the authorization header is never logged')
   })
 
+  t.test('a dependency\'s failure keeps its cause from the client and logs it at warn', async (t) => {
+    const res = await postJson(url('/handlers/upstream-fails'), {}, { 'x-request-id': 'upstream-fails-1' })
+    t.equal(res.status, 502)
+    t.equal(res.body.code, 'UPSTREAM_FAILED')
+    t.notMatch(JSON.stringify(res.body), /socket hang up|10\.1\.2\.3/, 'nothing of the cause reaches the client')
+
+    const line = await server.waitForLog((l) => l.msg === 'request finished' && l.requestId === 'upstream-fails-1')
+    t.equal(line.level, 40, 'logged as warn')
+    t.match(line.err, { message: 'socket hang up at 10.1.2.3:8080' }, 'with the cause')
+  })
+
+  t.test('a name longer than the router takes is 404 UNKNOWN_HANDLER, not echoed back', async (t) => {
+    const name = 'a'.repeat(5000)
+    const res = await postJson(url(`/handlers/${name}`), {})
+    t.equal(res.status, 404)
+    t.equal(res.body.code, 'UNKNOWN_HANDLER')
+    t.ok(JSON.stringify(res.body).length < 500, 'the answer does not carry the name')
+  })
+
+  t.test('__proto__ and constructor.prototype keys are valid JSON: dropped, not refused', async (t) => {
+    const res = await postJson(url('/handlers/echo'), '{"__proto__":{"polluted":1},"message":"hi"}')
+    t.equal(res.status, 200)
+    t.same(res.body, { data: { message: 'hi' } })
+    const other = await postJson(url('/handlers/echo'), '{"constructor":{"prototype":{"polluted":1}},"message":"hi"}')
+    t.equal(other.status, 200)
+    t.equal(({} as Record<string, unknown>).polluted, undefined, 'no prototype was touched')
+  })
+
   t.test('x-request-id is echoed when sane, replaced when not', async (t) => {
     const sane = await postJson(url('/handlers/echo'), { message: 'a' }, { 'x-request-id': 'abc-123_X.y:z' })
     t.equal(sane.headers['x-request-id'], 'abc-123_X.y:z')
@@ -86,7 +130,7 @@ t.test('the HTTP contract', async (t) => {
     const res = await getJson(url('/handlers'))
     t.equal(res.status, 200)
     const list = res.body.data as Array<{ name: string, timeoutMs: number, description: string }>
-    t.same(list.map((h) => h.name).sort(), coreHandlers.map((h) => h.name).sort())
+    t.same(list.map((h) => h.name).sort(), [...coreHandlers, upstreamFails].map((h) => h.name).sort())
     t.equal(list.find((h) => h.name === 'short-timeout')?.timeoutMs, 150)
     t.equal(list.find((h) => h.name === 'echo')?.timeoutMs, 10_000)
   })
