@@ -67,8 +67,33 @@ const INSERT = `INSERT INTO events (occurred_at, type, source, duration_ms, payl
                 RETURNING id`
 const RESULT = 'UPDATE event_batches SET result = $2 WHERE idempotency_key = $1'
 
+// Identifies a batch by what it writes, not by how its JSON was spelled: a retry may order its
+// keys differently or write a timestamp in another form, and is still the same batch. An absent
+// payload is stored as {}, so it is hashed as one.
 function fingerprint (events: Batch['events']): string {
-  return createHash('sha256').update(JSON.stringify(events)).digest('base64url')
+  const rows = events.map((event) =>
+    [instant(event.occurredAt), event.type, event.source, event.durationMs, event.payload ?? {}])
+  return createHash('sha256').update(canonicalJson(rows)).digest('base64url')
+}
+
+// JSON with every object's keys sorted. Depth is bounded by the payload limit above.
+function canonicalJson (value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`
+  if (typeof value !== 'object' || value === null) return JSON.stringify(value)
+  const entries = Object.entries(value).sort(([a], [b]) => (a < b ? -1 : 1))
+  return `{${entries.map(([key, child]) => `${JSON.stringify(key)}:${canonicalJson(child)}`).join(',')}}`
+}
+
+const DATETIME = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$/
+
+// The instant in UTC with its fraction as given, trailing zeros dropped: `…00Z`, `…00.000Z` and
+// `…01:00+01:00` are one instant, while digits past the millisecond are kept, not rounded away.
+function instant (text: string): string {
+  const match = DATETIME.exec(text)
+  const seconds = match === null ? Number.NaN : Date.parse(`${match[1]}${match[3]}`)
+  if (match === null || Number.isNaN(seconds)) return text
+  const fraction = (match[2] ?? '').replace(/0+$/, '')
+  return new Date(seconds).toISOString().replace('.000Z', fraction === '' ? 'Z' : `.${fraction}Z`)
 }
 
 async function record (tx: Queryable, batch: Batch, hash: string): Promise<Recorded> {

@@ -31,6 +31,7 @@ const schema = z.object({
   PG_DATA_DIR: z.string().min(1).default('.data/postgres'),
   PG_PORT: int(1, 65535).default(54329),
   DB_POOL_MAX: int(1, 1000).default(10),
+  DB_MAX_WAITING: int(0, 1_000_000).default(1024),
   SEED_EVENTS: int(0, 100_000_000).default(1_000_000),
 
   UPSTREAM_BASE_URL: url(['http:', 'https:']).optional(),
@@ -77,6 +78,7 @@ export interface Config {
   pgDataDir: string
   pgPort: number
   dbPoolMax: number
+  dbMaxWaiting: number
   seedEvents: number
   upstreamBaseUrl: string | undefined
   upstreamConnections: number
@@ -144,6 +146,7 @@ function toConfig (env: Env): Config {
     pgDataDir: env.PG_DATA_DIR,
     pgPort: env.PG_PORT,
     dbPoolMax: env.DB_POOL_MAX,
+    dbMaxWaiting: env.DB_MAX_WAITING,
     seedEvents: env.SEED_EVENTS,
     upstreamBaseUrl: env.UPSTREAM_BASE_URL,
     upstreamConnections: env.UPSTREAM_CONNECTIONS,

@@ -1,21 +1,25 @@
 import { channel } from 'node:diagnostics_channel'
 import pg, { type ClientConfig, type PoolClient, type QueryResult, type QueryResultRow } from 'pg'
+import { Admission, type Release } from './admission.js'
 import { Lease, watchConnection, type CancelEvent, type LeaseOptions } from './db-lease.js'
-import { applyStatementTimeout } from './db-session.js'
-import { sqlState, unavailable } from './db-errors.js'
+import { applyStatementTimeout, setConnectionCheck } from './db-session.js'
+import { unavailable } from './db-errors.js'
 import { HiBeaverError } from './errors.js'
 import type { ReadinessCheck } from './readiness.js'
 import type { ResourceProvider } from './resources.js'
 import type { Scope } from './scope.js'
 
 // The PostgreSQL adapter. Every wait is bounded by the request's scope: getting a pool client
-// (node-postgres's pool.connect() can wait forever, brianc/node-postgres#2704), the statement
+// (node-postgres's pool.connect() can wait forever, brianc/node-postgres#2704, so requests wait
+// in HiBeaver's admission queue instead and pg-pool's own queue stays empty), the statement
 // (cancelled on the server when the scope aborts, statement_timeout as a backstop) and the
 // transaction (rolled back unless COMMIT was sent). Handlers see only ScopedDatabase.
 
 export interface DatabaseOptions {
   connectionString: string
   poolMax?: number
+  // Requests allowed to wait for a connection when all are in use; one more gets OVERLOADED.
+  maxWaiting?: number
   applicationName?: string
   // One connection attempt, at most; the request's budget bounds it further.
   connectTimeoutMs?: number
@@ -46,7 +50,8 @@ export interface ScopedDatabase extends Queryable {
 }
 
 export interface DatabaseStats {
-  // Connections open, idle in the pool, and requests waiting for one (node-postgres's counts).
+  // Connections open and idle in the pool (node-postgres's counts), and requests waiting for
+  // one in HiBeaver's admission queue (an aborted request leaves it at once).
   total: number
   idle: number
   waiting: number
@@ -97,13 +102,16 @@ export function createDatabase (options: DatabaseOptions): Database {
 class PgDatabase implements Database {
   readonly #options: Required<DatabaseOptions>
   readonly #pool: pg.Pool
-  readonly #leases = new Set<Lease>()
+  readonly #admission: Admission
+  // Each lease with its admission slot, freed once the lease is done with its client.
+  readonly #leases = new Map<Lease, Release>()
   #checkIntervalSupported: boolean | undefined
   #closing: Promise<void> | undefined
 
   constructor (options: DatabaseOptions) {
     this.#options = {
       poolMax: 10,
+      maxWaiting: 1024,
       applicationName: 'hibeaver',
       connectTimeoutMs: 5000,
       idleTimeoutMs: 30_000,
@@ -114,6 +122,12 @@ class PgDatabase implements Database {
     }
     this.#leaseOptions.settleTimeoutMs = this.#options.settleTimeoutMs
     this.#pool = this.#createPool()
+    // As many slots as connections: a request holding one always finds a client, idle or new.
+    this.#admission = new Admission({
+      resource: 'database connection',
+      slots: this.#options.poolMax,
+      maxWaiting: this.#options.maxWaiting
+    })
   }
 
   #createPool (): pg.Pool {
@@ -140,21 +154,13 @@ class PgDatabase implements Database {
   }
 
   // The server checks for a vanished client during long statements, so a HiBeaver that dies
-  // mid-query does not leave its statement running; not every platform allows it.
+  // mid-query does not leave its statement running. Not every server or platform has it: once
+  // one says so, no connection asks again.
   async #setUp (client: pg.ClientBase): Promise<void> {
     watchConnection(client)
     const interval = this.#options.connectionCheckIntervalMs
     if (interval === 0 || this.#checkIntervalSupported === false) return
-    try {
-      await client.query({
-        text: 'SELECT set_config($1, $2, false)',
-        values: ['client_connection_check_interval', String(interval)]
-      })
-      this.#checkIntervalSupported = true
-    } catch (err) {
-      if (sqlState(err) !== '22023') throw err
-      this.#checkIntervalSupported = false
-    }
+    this.#checkIntervalSupported = await setConnectionCheck(client, interval)
   }
 
   forScope (scope: Scope): ScopedDatabase {
@@ -162,12 +168,24 @@ class PgDatabase implements Database {
   }
 
   // A client for `scope`, waiting at most until the scope aborts (its deadline included).
-  lease (scope: Scope): Promise<Lease> {
-    if (this.#closing !== undefined) {
-      return Promise.reject(new HiBeaverError('SHUTTING_DOWN', 'the database pool is closed'))
-    }
-    if (scope.reason !== undefined) return Promise.reject(scope.reason)
+  async lease (scope: Scope): Promise<Lease> {
+    if (this.#closing !== undefined) throw closed()
+    const due = scope.expireIfDue()
+    if (due !== undefined) throw due
 
+    const slot = await this.#admission.acquire(scope)
+    // The scope may have aborted, or the pool closed, while the grant was on its way.
+    const reason = this.#closing === undefined ? scope.expireIfDue() : closed()
+    if (reason !== undefined) {
+      slot()
+      throw reason
+    }
+    return await this.#connect(scope, slot)
+  }
+
+  // With a slot held the pool has an idle client or room for a new one, so pg-pool never queues
+  // this call for long; only a new connection's handshake can take time.
+  #connect (scope: Scope, slot: Release): Promise<Lease> {
     return new Promise((resolve, reject) => {
       let abandoned = false
       const off = scope.onAbort((reason) => {
@@ -177,13 +195,18 @@ class PgDatabase implements Database {
       this.#pool.connect((err, client) => {
         off()
         if (err !== undefined && err !== null) {
+          slot()
           // Refused, timed out, shutting down, authentication: the database cannot serve us now.
           if (!abandoned) reject(unavailable(err))
           return
         }
-        // Abandoned: the client goes straight back, as clean as the pool gave it.
-        if (abandoned) client?.release()
-        else resolve(this.#track(client as PoolClient, scope))
+        if (!abandoned) {
+          resolve(this.#track(client as PoolClient, scope, slot))
+          return
+        }
+        // Abandoned: the client goes straight back, as clean as the pool gave it, then the slot.
+        client?.release()
+        slot()
       })
     })
   }
@@ -192,15 +215,18 @@ class PgDatabase implements Database {
   readonly #leaseOptions: LeaseOptions = {
     settleTimeoutMs: 0,
     onCancel: (event: CancelEvent) => channels.cancel.publish(event),
+    // The client is back in the pool or gone from it by now, so the next waiter finds room.
     onDone: (done: Lease, destroyed: Error | undefined) => {
+      const slot = this.#leases.get(done)
       this.#leases.delete(done)
+      slot?.()
       if (destroyed !== undefined) channels.destroyed.publish({ err: destroyed })
     }
   }
 
-  #track (client: PoolClient, scope: Scope): Lease {
+  #track (client: PoolClient, scope: Scope, slot: Release): Lease {
     const lease = new Lease(client, scope, this.#leaseOptions)
-    this.#leases.add(lease)
+    this.#leases.set(lease, slot)
     return lease
   }
 
@@ -226,15 +252,22 @@ class PgDatabase implements Database {
     return {
       total: this.#pool.totalCount,
       idle: this.#pool.idleCount,
-      waiting: this.#pool.waitingCount,
+      waiting: this.#admission.waiting,
       leased: this.#leases.size
     }
   }
 
   close (): Promise<void> {
-    this.#closing ??= this.#pool.end()
+    if (this.#closing === undefined) {
+      this.#admission.close()
+      this.#closing = this.#pool.end()
+    }
     return this.#closing
   }
+}
+
+function closed (): HiBeaverError {
+  return new HiBeaverError('SHUTTING_DOWN', 'the database pool is closed')
 }
 
 // Readiness asks on a connection of its own, never queued behind application queries.

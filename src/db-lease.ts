@@ -1,7 +1,7 @@
 import type { ClientBase, PoolClient, QueryConfig, QueryResult, QueryResultRow } from 'pg'
 import { sendCancelRequest, type CancelTarget } from './db-cancel.js'
 import { toDatabaseError, unavailable } from './db-errors.js'
-import type { HiBeaverError } from './errors.js'
+import { HiBeaverError } from './errors.js'
 import type { Scope } from './scope.js'
 
 // One pool client checked out for one request scope. A statement in flight when the scope
@@ -41,6 +41,12 @@ export function watchConnection (client: ClientBase): void {
   client.on('end', () => { if (!lostConnections.has(client)) lostConnections.set(client, new Error('connection ended')) })
 }
 
+// node-postgres sets this once ReadyForQuery has brought the session's new transaction status;
+// it is on every Client, though @types/pg does not declare it.
+interface ReadyState {
+  readyForQuery: boolean
+}
+
 const noop = () => {}
 
 export class Lease {
@@ -64,7 +70,10 @@ export class Lease {
 
   // `shielded`: not raced against the scope and never cancelled (a COMMIT once sent).
   query<R extends QueryResultRow> (config: QueryConfig, shielded = false): Promise<QueryResult<R>> {
-    if (this.scope.reason !== undefined) return Promise.reject(this.scope.reason)
+    const due = this.scope.expireIfDue()
+    if (due !== undefined) return Promise.reject(due)
+    // A handle kept past its transaction would drive a connection now leased to someone else.
+    if (this.#released) return Promise.reject(usedAfterRelease())
     const lost = this.#lost
     if (lost !== undefined) return Promise.reject(unavailable(lost))
     // One statement at a time, queued here rather than in the driver, so that after an abort
@@ -80,7 +89,7 @@ export class Lease {
       try {
         this.client.query<R>(config, (err: Error | undefined, result: QueryResult<R>) => {
           off()
-          this.#statementEnded()
+          this.#endWhenReady()
           if (err === undefined || err === null) resolve(result)
           else reject(toDatabaseError(err, this.scope, this.#lost !== undefined))
         })
@@ -97,6 +106,23 @@ export class Lease {
         reject(reason)
       })
     })
+  }
+
+  // node-postgres calls a failed statement back on its ErrorResponse, before the ReadyForQuery
+  // that carries the new transaction status: until then getTransactionStatus() still says 'I'
+  // after `BEGIN; SELECT 1/0`. So the statement has ended only once the client is ready again
+  // ('drain' follows ReadyForQuery), or its connection is gone and no answer will come.
+  #endWhenReady (): void {
+    const client = this.client
+    if ((client as unknown as ReadyState).readyForQuery || this.#lost !== undefined) {
+      this.#statementEnded()
+      return
+    }
+    const ready = () => {
+      client.off('drain', ready).off('error', ready).off('end', ready)
+      this.#statementEnded()
+    }
+    client.once('drain', ready).once('error', ready).once('end', ready)
   }
 
   #statementEnded (): void {
@@ -170,6 +196,10 @@ export class Lease {
     this.client.release(problem)
     this.#options.onDone(this, problem)
   }
+}
+
+function usedAfterRelease (): HiBeaverError {
+  return new HiBeaverError('INTERNAL', 'a database handle was used after its transaction or query had ended')
 }
 
 function toError (value: unknown): Error {

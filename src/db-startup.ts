@@ -13,11 +13,13 @@ export interface StartDatabaseOptions {
   dataDir: string
   port: number
   poolMax: number
+  // Requests allowed to wait for a connection (the adapter's default when unset).
+  maxWaiting?: number
   // Events generated into an empty events table (0: none).
   seedEvents: number
   log?: Logger
   // Further adapter options (timeouts, application name).
-  database?: Omit<DatabaseOptions, 'connectionString' | 'poolMax'>
+  database?: Omit<DatabaseOptions, 'connectionString' | 'poolMax' | 'maxWaiting'>
 }
 
 export interface StartedDatabase {
@@ -42,7 +44,12 @@ export async function startDatabase (options: StartDatabaseOptions): Promise<Sta
     throw err
   }
 
-  const database = createDatabase({ ...options.database, connectionString, poolMax: options.poolMax })
+  const database = createDatabase({
+    ...options.database,
+    connectionString,
+    poolMax: options.poolMax,
+    ...(options.maxWaiting === undefined ? {} : { maxWaiting: options.maxWaiting })
+  })
   let stopping: Promise<void> | undefined
   const stop = async () => {
     await database.close()
@@ -64,6 +71,9 @@ async function startEmbedded (options: StartDatabaseOptions): Promise<EmbeddedPo
     port: options.port,
     onLog: (line) => options.log?.debug({ line }, 'postgres')
   })
+  if (embedded.orphanStopped !== undefined) {
+    options.log?.warn({ pid: embedded.orphanStopped, dataDir: embedded.dataDir }, 'stopped an embedded postgres left running by an earlier process')
+  }
   options.log?.info({ dataDir: embedded.dataDir, port: embedded.port }, 'embedded postgres started')
   return embedded
 }

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { runner } from 'node-pg-migrate'
+import pg from 'pg'
 
 // Schema migrations with node-pg-migrate's programmatic runner, applied at start-up. They are
 // plain SQL files in migrations/, run in one transaction under node-pg-migrate's advisory lock,
@@ -22,14 +23,23 @@ function defaultDir (): string {
 // Returns the names of the migrations it applied (none when the schema is up to date).
 export async function migrate (options: MigrateOptions): Promise<string[]> {
   const log = options.log ?? (() => {})
-  const applied = await runner({
-    databaseUrl: { connectionString: options.connectionString, application_name: 'hibeaver-migrate' },
-    dir: options.dir ?? defaultDir(),
-    direction: 'up',
-    migrationsTable: 'pgmigrations',
-    singleTransaction: true,
-    checkOrder: true,
-    logger: { debug: log, info: log, warn: log, error: log }
-  })
-  return applied.map((migration) => migration.name)
+  // A client of our own rather than the runner's: the runner's has no 'error' listener, and a
+  // connection lost mid-migration would crash the process instead of failing the migration.
+  const client = new pg.Client({ connectionString: options.connectionString, application_name: 'hibeaver-migrate' })
+  client.on('error', () => {})
+  await client.connect()
+  try {
+    const applied = await runner({
+      dbClient: client,
+      dir: options.dir ?? defaultDir(),
+      direction: 'up',
+      migrationsTable: 'pgmigrations',
+      singleTransaction: true,
+      checkOrder: true,
+      logger: { debug: log, info: log, warn: log, error: log }
+    })
+    return applied.map((migration) => migration.name)
+  } finally {
+    await client.end()
+  }
 }

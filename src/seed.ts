@@ -34,6 +34,9 @@ export async function seedEvents (options: SeedOptions): Promise<SeedResult> {
   if (options.count <= 0) return { inserted: 0, durationMs: 0 }
 
   const client = new pg.Client({ connectionString: options.connectionString, application_name: 'hibeaver-seed' })
+  // A connection lost mid-seed also fails the statement running on it, which is what reports
+  // it; without a listener the 'error' event itself would crash the process.
+  client.on('error', () => {})
   await client.connect()
   try {
     const inserted = await insertOnce(client, options.count)

@@ -36,6 +36,7 @@ export async function startServer (config: Config, logger: Logger): Promise<Serv
       dataDir: config.pgDataDir,
       port: config.pgPort,
       poolMax: config.dbPoolMax,
+      maxWaiting: config.dbMaxWaiting,
       seedEvents: config.seedEvents,
       log: logger
     })

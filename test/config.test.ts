@@ -8,6 +8,7 @@ t.test('defaults apply when nothing is set, and empty strings count as unset', a
   t.equal(config.port, 3000)
   t.equal(config.defaultTimeoutMs, 2500)
   t.equal(config.databaseUrl, undefined)
+  t.equal(config.dbMaxWaiting, 1024)
   t.ok(config.cpuWorkers >= 1)
 })
 
@@ -19,6 +20,7 @@ t.test('each bad value names its variable', async (t) => {
     [{ DEFAULT_TIMEOUT_MS: '9000', MAX_TIMEOUT_MS: '100' }, 'DEFAULT_TIMEOUT_MS', /MAX_TIMEOUT_MS/],
     [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL', /one of/],
     [{ CPU_WORKERS: '0' }, 'CPU_WORKERS', /integer/],
+    [{ DB_MAX_WAITING: '-1' }, 'DB_MAX_WAITING', /integer from 0 to 1000000/],
     [{ UPSTREAM_BASE_URL: 'ftp://x' }, 'UPSTREAM_BASE_URL', /http/],
     [{ PRESSURE_MAX_EVENT_LOOP_UTILIZATION: '1.5' }, 'PRESSURE_MAX_EVENT_LOOP_UTILIZATION', /from 0 to 1/]
   ]

@@ -1,7 +1,9 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel'
+import { Client } from 'pg'
 import t, { type Test } from 'tap'
-import { createDatabase, type Database, type DatabaseOptions } from '../src/database.js'
+import { createDatabase, type Database, type DatabaseOptions, type Queryable } from '../src/database.js'
 import type { CancelEvent } from '../src/db-lease.js'
+import { setConnectionCheck } from '../src/db-session.js'
 import { abortReasons, HiBeaverError } from '../src/errors.js'
 import { createScope } from '../src/request-scope.js'
 import type { Scope } from '../src/scope.js'
@@ -77,6 +79,7 @@ function deafScope (budgetMs: number): Scope {
     budgetMs,
     requestId: 'deaf',
     remaining: () => Math.max(0, deadline - performance.now()),
+    expireIfDue: () => undefined,
     throwIfAborted: () => {},
     onAbort: () => () => {},
     protect: (work) => work
@@ -111,6 +114,54 @@ t.test('pool exhausted: a waiting request ends at its deadline, and the pool rec
   t.same(rows, [{ one: 1 }])
 })
 
+// The only connection runs a statement that waits on a table lock until the test lets it go.
+async function occupy (t: Test, db: Database): Promise<{ free: () => Promise<void> }> {
+  const unlock = await pg.lockEvents()
+  t.teardown(unlock)
+  const holding = db.forScope(createScope({ budgetMs: 60_000 })).query({ text: 'SELECT count(*) FROM events' })
+  await eventually(async () => (await pg.active()).length === 1, 'the connection to be busy')
+  return {
+    free: async () => {
+      await unlock()
+      await holding
+    }
+  }
+}
+
+t.test('thousands of aborted waiters leave at once, and the pool serves the next request', async (t) => {
+  const WAITERS = 5000
+  const db = open(t, { poolMax: 1, maxWaiting: WAITERS })
+  const busy = await occupy(t, db)
+
+  const scopes = Array.from({ length: WAITERS }, () => createScope({ budgetMs: 60_000 }))
+  const waits = scopes.map((scope) => rejection(db.forScope(scope).query({ text: 'SELECT 1' })))
+  t.equal(db.stats().waiting, WAITERS, 'every request waits')
+  for (const scope of scopes) scope.abort(abortReasons.clientClosed())
+  const codes = new Set((await Promise.all(waits)).map((err) => err.code))
+  t.same([...codes], ['CLIENT_CLOSED'], 'each waiter rejected with its reason')
+  t.equal(db.stats().waiting, 0, 'none of them is left waiting')
+
+  // Were the aborted waiters still queued, the freed client would pass through each in turn.
+  await busy.free()
+  const { rows } = await db.forScope(createScope({ budgetMs: 5000 })).query({ text: 'SELECT 1 AS one' })
+  t.same(rows, [{ one: 1 }])
+  t.same(db.stats(), { total: 1, idle: 1, waiting: 0, leased: 0 })
+})
+
+t.test('past maxWaiting a request is refused at once with OVERLOADED', async (t) => {
+  const db = open(t, { poolMax: 1, maxWaiting: 1 })
+  const busy = await occupy(t, db)
+  const waiting = db.forScope(createScope({ budgetMs: 60_000 })).query({ text: 'SELECT 1 AS one' })
+
+  const err = await rejection(db.forScope(createScope({ budgetMs: 60_000 })).query({ text: 'SELECT 1' }))
+  t.equal(err.code, 'OVERLOADED')
+  t.equal(err.status, 503)
+  t.equal(db.stats().waiting, 1)
+
+  await busy.free()
+  t.same((await waiting).rows, [{ one: 1 }], 'the one waiting is served')
+})
+
 t.test('an already aborted scope never takes a connection', async (t) => {
   const db = open(t)
   const scope = createScope({ budgetMs: 5000 })
@@ -143,6 +194,19 @@ t.test('sessions carry application_name and client_connection_check_interval', a
   t.match(rows, [{ app: 'hibeaver', check: '1500ms' }])
   const timeoutMs = parseTimeout(rows[0]?.timeout as string)
   t.ok(timeoutMs >= 5000 && timeoutMs <= 7000, `statement_timeout ${timeoutMs} follows the budget`)
+})
+
+t.test('a server without client_connection_check_interval, or refusing its value, is not an error', async (t) => {
+  const client = new Client({ connectionString: pg.url })
+  await client.connect()
+  t.teardown(() => client.end())
+
+  // PostgreSQL 13 and older answer 42704 for the name, as any server does for an unknown one.
+  t.equal(await setConnectionCheck(client, 1000, 'hibeaver_no_such_setting'), false, 'unknown parameter (42704)')
+  t.equal(await setConnectionCheck(client, -1), false, 'value refused (22023)')
+  t.equal(await setConnectionCheck(client, 1500), true, 'supported here')
+  const { rows } = await client.query<{ check: string }>("SELECT current_setting('client_connection_check_interval') AS check")
+  t.same(rows, [{ check: '1500ms' }], 'the session is still usable')
 })
 
 function parseTimeout (text: string): number {
@@ -197,6 +261,39 @@ t.test('transactions', async (t) => {
     t.match(err.cause, { code: '22012' })
     await eventually(async () => db.stats().idle === 1, 'the client to come back')
     t.equal(await count(), before)
+  })
+
+  // node-postgres calls the failed statement back before ReadyForQuery brings the status 'E';
+  // the connection must not look idle ('I') in between, or the next request would get 25P02.
+  // The two messages usually arrive in one read; an error of 64 KiB spans several, so that
+  // ReadyForQuery comes in a read of its own, as it now and then does with any error.
+  t.test('a statement failing inside a transaction never leaves it open for the next request', async (t) => {
+    const db = open(t, { poolMax: 1 })
+    const failing = "BEGIN; DO $$ BEGIN RAISE EXCEPTION '%', repeat('x', 65536); END $$"
+    const failures: unknown[] = []
+    for (let round = 0; round < 300; round++) {
+      await db.forScope(createScope({ budgetMs: 5000 })).query({ text: failing }).catch(() => {})
+      await db.forScope(createScope({ budgetMs: 5000 })).query({ text: 'SELECT 1' })
+        .catch((err: unknown) => failures.push((err as { cause?: { code?: string } }).cause?.code))
+    }
+    t.same(failures, [], 'no innocent statement failed (no 25P02)')
+    t.equal(db.stats().total, 1, 'one connection throughout')
+  })
+
+  t.test('a transaction handle kept past its transaction is refused', async (t) => {
+    const db = open(t, { poolMax: 1 })
+    let kept: Queryable | undefined
+    await db.forScope(createScope({ budgetMs: 5000 })).transaction(async (tx) => { kept = tx })
+    const stale = kept as Queryable
+
+    const before = await count()
+    const err = await db.forScope(createScope({ budgetMs: 5000 })).transaction(async (tx) => {
+      await tx.query({ text: 'INSERT INTO tx_probe VALUES (1)' })
+      // The connection is this transaction's now: the stale handle must not reach it.
+      return await rejection(stale.query({ text: 'INSERT INTO tx_probe VALUES (2)' }))
+    })
+    t.equal(err.code, 'INTERNAL')
+    t.equal(await count(), before + 1, 'only the live transaction wrote')
   })
 
   t.test('a transaction a handler left open is never returned to the pool', async (t) => {

@@ -80,6 +80,48 @@ t.test('the same key again writes nothing and answers with the first result', as
   t.same(await stored(body.idempotencyKey), { events: 2, batches: 1 })
 })
 
+t.test('a retry spelled differently is the same batch: key order, timestamp form', async (t) => {
+  const { app } = await serve(t)
+  const key = `spelling-${process.pid}`
+  const first = await post(app, {
+    idempotencyKey: key,
+    events: [{
+      occurredAt: '2025-06-01T12:00:00Z',
+      type: 'click',
+      source: 'test',
+      durationMs: 5,
+      payload: { key, nested: { a: 1, b: [1, { y: 2, x: 1 }] } }
+    }]
+  })
+  t.match(first.body.data, { recorded: 1, replayed: false })
+
+  const retries = [
+    ['2025-06-01T12:00:00.000Z', { nested: { b: [1, { x: 1, y: 2 }], a: 1 }, key }],
+    ['2025-06-01T14:00:00+02:00', { key, nested: { a: 1, b: [1, { y: 2, x: 1 }] } }]
+  ] as const
+  for (const [occurredAt, payload] of retries) {
+    const retried = await post(app, {
+      events: [{ payload, durationMs: 5, source: 'test', type: 'click', occurredAt }],
+      idempotencyKey: key
+    })
+    t.equal(retried.status, 200, `${occurredAt}, payload keys reordered`)
+    t.same(retried.body.data, { ...first.body.data, replayed: true })
+  }
+
+  const later = await post(app, {
+    idempotencyKey: key,
+    events: [{
+      occurredAt: '2025-06-01T12:00:00.0001Z',
+      type: 'click',
+      source: 'test',
+      durationMs: 5,
+      payload: { key, nested: { a: 1, b: [1, { y: 2, x: 1 }] } }
+    }]
+  })
+  t.equal(later.status, 400, 'another instant is another batch')
+  t.same(await stored(key), { events: 1, batches: 1 })
+})
+
 t.test('concurrent requests with one key: one copy', async (t) => {
   const { app } = await serve(t, 4)
   const body = batch(5)
