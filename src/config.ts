@@ -1,12 +1,25 @@
+import { isIP } from 'node:net'
 import { availableParallelism } from 'node:os'
 import { z } from 'zod'
 
 const MiB = 1024 * 1024
 
+// Plain decimal digits only: Number() would also take ' ', '0x50' and '1e3', so a stray space
+// would quietly become port 0 or no shutdown grace.
 const int = (min: number, max: number) => {
   const error = `must be an integer from ${min} to ${max}`
-  return z.coerce.number({ error }).int({ error }).min(min, { error }).max(max, { error })
+  return z.string({ error }).regex(/^\d{1,16}$/, { error }).transform(Number)
+    .pipe(z.number().min(min, { error }).max(max, { error }))
 }
+const fraction = () => {
+  const error = 'must be a number from 0 to 1'
+  return z.string({ error }).regex(/^(0(\.\d+)?|1(\.0+)?)$/, { error }).transform(Number)
+}
+// An IP address, or a host name made of DNS labels; '999.1.1.1' is neither.
+const host = () => z.string().refine((value) => isIP(value) !== 0 || (!/^[\d.]+$/.test(value) && HOSTNAME.test(value)), {
+  message: 'must be an IP address or a host name'
+})
+const HOSTNAME = /^(?=.{1,253}$)[a-z\d]([a-z\d-]{0,61}[a-z\d])?(\.[a-z\d]([a-z\d-]{0,61}[a-z\d])?)*$/i
 const url = (protocols: string[]) => z.string().refine((value) => {
   if (!URL.canParse(value)) return false
   return protocols.includes(new URL(value).protocol)
@@ -14,7 +27,7 @@ const url = (protocols: string[]) => z.string().refine((value) => {
 
 // Every variable, its default and its bounds. `.env.example` documents each one; keep them in step.
 const schema = z.object({
-  HOST: z.string().min(1).default('127.0.0.1'),
+  HOST: host().default('127.0.0.1'),
   PORT: int(0, 65535).default(3000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
     error: 'must be one of fatal, error, warn, info, debug, trace, silent'
@@ -49,14 +62,17 @@ const schema = z.object({
   // at most ~6 ms of delay; one whose handlers block reads 24 ms (p99 65 ms) to 86 ms (p99 1.6 s).
   // Utilisation read 0.71 to 0.90 in both cases and does not separate them: off by default.
   PRESSURE_MAX_EVENT_LOOP_DELAY_MS: int(0, 60_000).default(50),
-  PRESSURE_MAX_EVENT_LOOP_UTILIZATION: z.coerce.number({ error: 'must be a number from 0 to 1' })
-    .min(0, { error: 'must be a number from 0 to 1' }).max(1, { error: 'must be a number from 0 to 1' }).default(0),
+  PRESSURE_MAX_EVENT_LOOP_UTILIZATION: fraction().default(0),
   PRESSURE_MAX_HEAP_USED_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(0),
   PRESSURE_MAX_RSS_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(0),
   PRESSURE_SAMPLE_INTERVAL_MS: int(50, 60_000).default(250)
-}).refine((env) => env.DEFAULT_TIMEOUT_MS <= env.MAX_TIMEOUT_MS, {
-  path: ['DEFAULT_TIMEOUT_MS'],
-  message: 'must not exceed MAX_TIMEOUT_MS'
+}).superRefine((env, ctx) => {
+  if (env.DEFAULT_TIMEOUT_MS <= env.MAX_TIMEOUT_MS) return
+  ctx.addIssue({
+    code: 'custom',
+    path: ['DEFAULT_TIMEOUT_MS'],
+    message: `(${env.DEFAULT_TIMEOUT_MS}) must not exceed MAX_TIMEOUT_MS (${env.MAX_TIMEOUT_MS})`
+  })
 })
 
 export type Env = z.output<typeof schema>

@@ -9,6 +9,9 @@ t.test('defaults apply when nothing is set, and empty strings count as unset', a
   t.equal(config.defaultTimeoutMs, 2500)
   t.equal(config.databaseUrl, undefined)
   t.equal(config.dbMaxWaiting, 1024)
+  t.equal(loadConfig({ HOST: '::1', PORT: '08080' }).port, 8080, 'leading zeros are still decimal')
+  t.equal(loadConfig({ HOST: 'db-1.internal' }).host, 'db-1.internal')
+  t.equal(loadConfig({ PRESSURE_MAX_EVENT_LOOP_UTILIZATION: '0.95' }).pressure.maxEventLoopUtilization, 0.95)
   t.ok(config.cpuWorkers >= 1)
 })
 
@@ -22,7 +25,18 @@ t.test('each bad value names its variable', async (t) => {
     [{ CPU_WORKERS: '0' }, 'CPU_WORKERS', /integer/],
     [{ DB_MAX_WAITING: '-1' }, 'DB_MAX_WAITING', /integer from 0 to 1000000/],
     [{ UPSTREAM_BASE_URL: 'ftp://x' }, 'UPSTREAM_BASE_URL', /http/],
-    [{ PRESSURE_MAX_EVENT_LOOP_UTILIZATION: '1.5' }, 'PRESSURE_MAX_EVENT_LOOP_UTILIZATION', /from 0 to 1/]
+    [{ PRESSURE_MAX_EVENT_LOOP_UTILIZATION: '1.5' }, 'PRESSURE_MAX_EVENT_LOOP_UTILIZATION', /from 0 to 1/],
+    [{ PRESSURE_MAX_EVENT_LOOP_UTILIZATION: ' ' }, 'PRESSURE_MAX_EVENT_LOOP_UTILIZATION', /from 0 to 1/],
+    // What Number() would have taken: a blank is not 0, hex and exponents are not decimals.
+    [{ PORT: ' ' }, 'PORT', /integer/],
+    [{ SHUTDOWN_GRACE_MS: '\t' }, 'SHUTDOWN_GRACE_MS', /integer/],
+    [{ PORT: '0x50' }, 'PORT', /integer/],
+    [{ DEFAULT_TIMEOUT_MS: '1e3' }, 'DEFAULT_TIMEOUT_MS', /integer/],
+    [{ PORT: '3.3e3' }, 'PORT', /integer/],
+    [{ BODY_LIMIT_BYTES: '1.5' }, 'BODY_LIMIT_BYTES', /integer/],
+    [{ MAX_TIMEOUT_MS: '5' }, 'DEFAULT_TIMEOUT_MS', /\(10000\) must not exceed MAX_TIMEOUT_MS \(5\)/],
+    [{ HOST: '999.1.1.1' }, 'HOST', /IP address or a host name/],
+    [{ HOST: 'bad host' }, 'HOST', /IP address or a host name/]
   ]
   for (const [env, variable, message] of cases) {
     const err = t.throws(() => loadConfig(env)) as ConfigError
