@@ -14,7 +14,11 @@ const window = z.strictObject({
   to: instant
 })
 const windowInOrder = { message: '"from" must be before "to"', path: ['to'] }
-const inOrder = ({ from, to }: { from: string, to: string }) => Date.parse(from) < Date.parse(to)
+// A bound that is not an instant has its own error already; order is judged between two instants.
+const inOrder = ({ from, to }: { from: string, to: string }) => {
+  const [start, end] = [Date.parse(from), Date.parse(to)]
+  return Number.isNaN(start) || Number.isNaN(end) || start < end
+}
 
 const input = z.discriminatedUnion('query', [
   z.strictObject({
@@ -32,6 +36,9 @@ const input = z.discriminatedUnion('query', [
 ])
 
 type Input = z.output<typeof input>
+
+// Interpolated percentiles of whole milliseconds, to a microsecond: 359.3, not 359.29999999999563.
+const ms = (value: number | undefined) => value === undefined ? null : Math.round(value * 1000) / 1000
 
 // Windows are half-open, [from, to). A missing filter is a NULL array, which matches everything.
 const queries = {
@@ -83,7 +90,7 @@ export default defineHandler({
       }
       case 'source-percentiles': {
         const { rows } = await ctx.db.query<PercentileRow>(queries['source-percentiles'](input.params))
-        const sources = rows.map(({ source, count, p }) => ({ source, count, p50: p[0], p95: p[1], p99: p[2] }))
+        const sources = rows.map(({ source, count, p }) => ({ source, count, p50: ms(p[0]), p95: ms(p[1]), p99: ms(p[2]) }))
         return { from: input.params.from, to: input.params.to, sources }
       }
     }

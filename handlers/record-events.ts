@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import { z } from 'zod'
 import { defineHandler } from '../src/handler.js'
-import { invalidInput } from '../src/errors.js'
+import { HiBeaverError } from '../src/errors.js'
 import type { Queryable } from '../src/database.js'
 
 // Stores a batch of events in one transaction, once per idempotency key. Aborted before COMMIT
@@ -121,7 +121,7 @@ async function replay (tx: Queryable, key: string, hash: string): Promise<Record
   const first = rows[0]
   if (first === undefined) throw new Error('an idempotency key vanished between claim and read')
   if (first.requestHash !== hash) {
-    throw invalidInput('this idempotencyKey was used before for a different batch of events')
+    throw new HiBeaverError('IDEMPOTENCY_KEY_REUSED', 'this idempotencyKey was used before for a different batch of events')
   }
   return { idempotencyKey: key, ...first.result, replayed: true }
 }

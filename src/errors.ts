@@ -4,6 +4,7 @@
 export type ErrorCode =
   | 'INVALID_INPUT'
   | 'UNKNOWN_HANDLER'
+  | 'IDEMPOTENCY_KEY_REUSED'
   | 'NOT_FOUND'
   | 'PAYLOAD_TOO_LARGE'
   | 'UNSUPPORTED_MEDIA_TYPE'
@@ -30,6 +31,7 @@ export const catalogue: Readonly<Record<ErrorCode, CatalogueEntry>> = {
   NOT_FOUND: { status: 404, title: 'Not found' },
   PAYLOAD_TOO_LARGE: { status: 413, title: 'Payload too large' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Unsupported media type' },
+  IDEMPOTENCY_KEY_REUSED: { status: 422, title: 'Idempotency key reused' },
   CLIENT_CLOSED: { status: 499, title: 'Client closed request' },
   REQUEST_FINISHED: { status: 499, title: 'Request finished' },
   INTERNAL: { status: 500, title: 'Internal error' },

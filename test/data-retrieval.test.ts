@@ -82,6 +82,11 @@ t.test('source-percentiles: p50, p95, p99 per source', async (t) => {
   const answer = await post(app, { query: 'source-percentiles', params: { ...JANUARY, sources: ['source-01', 'source-02'] } })
   t.equal(answer.status, 200)
   const sources = (answer.body.data as { sources: Array<Record<string, number>> }).sources
+  for (const source of sources) {
+    for (const p of [source.p50, source.p95, source.p99] as number[]) {
+      t.equal(p, Math.round(p * 1000) / 1000, 'percentiles to the microsecond, without float noise')
+    }
+  }
   t.match(sources, [
     { source: 'source-01', count: Number, p50: Number, p95: Number, p99: Number },
     { source: 'source-02', count: Number, p50: Number, p95: Number, p99: Number }
@@ -108,6 +113,10 @@ t.test('unknown query names and bad params: 400 INVALID_INPUT', async (t) => {
     t.equal(answer.body.code, 'INVALID_INPUT')
   }
   t.equal(db.stats().total, 0, 'none of them reached the database')
+
+  const notAnInstant = await post(app, { query: 'event-counts', params: { from: 'yesterday', to: '2025-01-01T00:00:00Z' } })
+  t.same((notAnInstant.body.errors as Array<{ path: string }>).map((e) => e.path), ['params.from'],
+    'a bound that is not an instant is the one error, not also an order complaint')
 })
 
 t.test('deadline during a heavy report: 504, and the statement cancelled on the server', async (t) => {

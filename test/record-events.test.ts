@@ -75,8 +75,8 @@ t.test('the same key again writes nothing and answers with the first result', as
   t.same(await stored(body.idempotencyKey), { events: 2, batches: 1 })
 
   const other = await post(app, { ...batch(1), idempotencyKey: body.idempotencyKey })
-  t.equal(other.status, 400, 'the key with a different batch is refused')
-  t.equal(other.body.code, 'INVALID_INPUT')
+  t.equal(other.status, 422, 'the key with a different batch is refused')
+  t.equal(other.body.code, 'IDEMPOTENCY_KEY_REUSED', 'with a code of its own, apart from schema errors')
   t.same(await stored(body.idempotencyKey), { events: 2, batches: 1 })
 })
 
@@ -118,7 +118,7 @@ t.test('a retry spelled differently is the same batch: key order, timestamp form
       payload: { key, nested: { a: 1, b: [1, { y: 2, x: 1 }] } }
     }]
   })
-  t.equal(later.status, 400, 'another instant is another batch')
+  t.equal(later.status, 422, 'another instant is another batch')
   t.same(await stored(key), { events: 1, batches: 1 })
 })
 
