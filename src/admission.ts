@@ -1,10 +1,12 @@
 import { HiBeaverError } from './errors.js'
 import type { Scope } from './scope.js'
 
-// Hands out the dispatcher's connection slots, FIFO. It exists because undici 7 settles an
-// aborted request that is queued inside a client only when a connection frees up
-// (nodejs/undici#386): here a waiting call leaves the moment its scope aborts, and the
-// dispatcher never holds more requests than it has connections, so it never queues any.
+// Hands out a resource's slots (upstream connections, database connections), FIFO, each waiter
+// bounded by its scope. It exists because the libraries' own queues do not let an aborted
+// waiter go: undici 7 settles an aborted request queued inside a client only when a connection
+// frees up (nodejs/undici#386), and pg-pool keeps a waiter whose caller gave up in its queue.
+// Here a waiting call leaves the moment its scope aborts, and the resource is never asked for
+// more than it has, so its own queue stays empty.
 
 export type Release = () => void
 
@@ -14,12 +16,15 @@ interface Waiter {
 }
 
 export interface AdmissionOptions {
+  // What a slot is, for messages: 'upstream connection', say.
+  resource: string
   slots: number
   // Calls allowed to wait for a slot; one more is refused with OVERLOADED.
   maxWaiting: number
 }
 
 export class Admission {
+  readonly #name: string
   readonly #slots: number
   readonly #maxWaiting: number
   // A Set keeps insertion order (FIFO) and removes an aborted waiter in O(1).
@@ -28,6 +33,7 @@ export class Admission {
   #closed = false
 
   constructor (options: AdmissionOptions) {
+    this.#name = options.resource
     this.#slots = options.slots
     this.#maxWaiting = options.maxWaiting
   }
@@ -43,11 +49,11 @@ export class Admission {
   // Resolves with the slot's release function, to be called exactly when the dispatcher is done
   // with the request (not when the caller gave up on it).
   async acquire (scope: Scope): Promise<Release> {
-    if (this.#closed) throw new HiBeaverError('SHUTTING_DOWN', 'the upstream client is closing')
+    if (this.#closed) throw new HiBeaverError('SHUTTING_DOWN', `the ${this.#name} pool is closing`)
     scope.throwIfAborted()
     if (this.#active < this.#slots && this.#waiters.size === 0) return this.#take()
     if (this.#waiters.size >= this.#maxWaiting) {
-      throw new HiBeaverError('OVERLOADED', 'too many calls are waiting for an upstream connection')
+      throw new HiBeaverError('OVERLOADED', `too many calls are waiting for a free ${this.#name}`)
     }
     return await this.#wait(scope)
   }
@@ -57,7 +63,7 @@ export class Admission {
     this.#closed = true
     const waiters = [...this.#waiters]
     this.#waiters.clear()
-    for (const waiter of waiters) waiter.refuse(new HiBeaverError('SHUTTING_DOWN', 'the upstream client is closing'))
+    for (const waiter of waiters) waiter.refuse(new HiBeaverError('SHUTTING_DOWN', `the ${this.#name} pool is closing`))
   }
 
   #wait (scope: Scope): Promise<Release> {

@@ -7,12 +7,16 @@ import type { AddressInfo, Socket } from 'node:net'
 //   /json?delay=ms&size=bytes&status=code  JSON after a delay: what it received, padded to size
 //   /trickle?chunks=n&interval=ms&chunkBytes=n  a JSON array sent one chunk per interval
 //   /hang                                  headers and part of the body, then nothing
-//   /reset                                 the connection is reset, no response
+//   /reset?delay=ms                        the connection is reset after the delay, no response
 //   /stale                                 reset on a reused connection, else like /json
 //   /error?status=code&size=bytes          a 5xx (default 500) with a body of that size
 //   /invalid-json                          200 with a body that does not parse
-// Tests watch it through `events` and `counters`: each request, and each connection closed,
-// with whether a response was still being produced on it.
+//   /html?status=code                      an HTML page (default 404), as a web server answers
+// Tests watch it through `events` and `counters`: each request, each connection closed, with
+// whether a response was still being produced on it, and each time /trickle waits for a slow
+// reader. `npm start` runs it in the server's process, so what a client can ask of it is
+// bounded: a body of at most MAX_BODY_BYTES, built without copying, and written no faster
+// than the client reads it.
 
 export interface DemoRequest {
   connectionId: number
@@ -34,9 +38,16 @@ export interface DemoConnectionClosed {
   closedAt: number
 }
 
+export interface DemoBackpressure {
+  connectionId: number
+  // Bytes written but not yet taken by the socket when the demo stopped writing.
+  bufferedBytes: number
+}
+
 export interface DemoUpstreamEvents {
   request: [DemoRequest]
   'connection-closed': [DemoConnectionClosed]
+  backpressure: [DemoBackpressure]
 }
 
 export interface DemoCounters {
@@ -66,7 +77,11 @@ interface Connection {
 }
 
 const MAX_DELAY_MS = 10 * 60_000
-const MAX_SIZE = 64 * 1024 * 1024
+// Enough to exceed the default upstream body limit (1 MiB) several times over.
+export const MAX_BODY_BYTES = 4 * 1024 * 1024
+export const MAX_CHUNK_BYTES = 64 * 1024
+// Shared by every padded body and never written to: a body is a view of it, not a copy.
+let padding: Buffer | undefined
 
 const epochNow = () => performance.timeOrigin + performance.now()
 
@@ -134,7 +149,11 @@ class Demo {
 
     const behaviour = BEHAVIOURS[url.pathname]
     if (behaviour === undefined) return sendJson(res, 404, { error: 'no such demo behaviour' })
-    behaviour(req, res, info)
+    behaviour(req, res, info, this)
+  }
+
+  waiting (res: ServerResponse, info: DemoRequest): void {
+    this.events.emit('backpressure', { connectionId: info.connectionId, bufferedBytes: res.writableLength })
   }
 
   #describe (req: IncomingMessage, url: URL, connection: Connection): DemoRequest {
@@ -152,40 +171,65 @@ class Demo {
   }
 }
 
-type Behaviour = (req: IncomingMessage, res: ServerResponse, info: DemoRequest) => void
+type Behaviour = (req: IncomingMessage, res: ServerResponse, info: DemoRequest, demo: Demo) => void
 
 const BEHAVIOURS: Readonly<Record<string, Behaviour>> = {
   '/json': (_req, res, info) => {
-    const size = bounded(info.query.size, 0, MAX_SIZE)
+    const size = bounded(info.query.size, 0, MAX_BODY_BYTES)
     const status = bounded(info.query.status, 200, 599, 200)
-    later(res, bounded(info.query.delay, 0, MAX_DELAY_MS), () => sendJson(res, status, echo(info, size)))
+    later(res, bounded(info.query.delay, 0, MAX_DELAY_MS), () => sendEcho(res, status, info, size))
   },
   '/stale': (req, res, info) => {
     if (info.reused) req.socket.resetAndDestroy()
-    else sendJson(res, 200, echo(info, 0))
+    else sendEcho(res, 200, info, 0)
   },
-  '/trickle': (_req, res, info) => trickle(res, info),
+  '/trickle': (_req, res, info, demo) => trickle(res, info, demo),
   '/hang': (_req, res) => {
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': '1000' })
     res.write('{"partial":')
   },
-  '/reset': (req) => { req.socket.resetAndDestroy() },
+  '/reset': (req, res, info) => {
+    later(res, bounded(info.query.delay, 0, MAX_DELAY_MS), () => req.socket.resetAndDestroy())
+  },
   '/error': (_req, res, info) => {
     const status = bounded(info.query.status, 500, 599, 500)
-    const body = Buffer.alloc(bounded(info.query.size, 0, MAX_SIZE, 16), 'x')
+    const body = paddingOf(bounded(info.query.size, 0, MAX_BODY_BYTES, 16))
     res.writeHead(status, { 'content-type': 'text/plain', 'content-length': String(body.length) })
     res.end(body)
   },
   '/invalid-json': (_req, res) => {
     res.writeHead(200, { 'content-type': 'application/json' })
     res.end('{"not": json')
+  },
+  '/html': (_req, res, info) => {
+    const status = bounded(info.query.status, 200, 599, 404)
+    const body = `<!doctype html>\n<title>${status}</title>\n<h1>${status}</h1>\n`
+    const length = String(Buffer.byteLength(body))
+    res.writeHead(status, { 'content-type': 'text/html; charset=utf-8', 'content-length': length })
+    res.end(body)
   }
 }
 
-function echo (info: DemoRequest, size: number) {
+// What the request carried, as JSON padded to `size` bytes with a view of the shared padding,
+// so a large body costs neither a copy nor a serialisation of megabytes on the event loop.
+function sendEcho (res: ServerResponse, status: number, info: DemoRequest, size: number): void {
   const base = { path: info.path, query: info.query, requestId: info.requestId ?? null, timeoutMs: info.timeoutMs ?? null }
-  const room = size - JSON.stringify({ ...base, padding: '' }).length
-  return room > 0 ? { ...base, padding: 'x'.repeat(room) } : base
+  const empty = JSON.stringify({ ...base, padding: '' })
+  const room = size - empty.length
+  if (room <= 0) return sendJson(res, status, base)
+
+  // Up to the padding's opening quote, the padding, then its closing quote and the brace.
+  const open = Buffer.from(empty.slice(0, -2))
+  const body = [open, paddingOf(room), Buffer.from('"}')]
+  const length = body.reduce((total, part) => total + part.length, 0)
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': String(length) })
+  for (const part of body) res.write(part)
+  res.end()
+}
+
+function paddingOf (bytes: number): Buffer {
+  padding ??= Buffer.alloc(MAX_BODY_BYTES, 'x')
+  return padding.subarray(0, bytes)
 }
 
 // Runs `fn` after `delayMs` unless the response closes first: a departed client leaves no timer.
@@ -195,21 +239,31 @@ function later (res: ServerResponse, delayMs: number, fn: () => void): void {
   res.once('close', () => clearTimeout(timer))
 }
 
-function trickle (res: ServerResponse, info: DemoRequest): void {
+// One chunk per interval, and none while the socket still holds the last one: a client that
+// reads slowly, or not at all, is answered at its own pace rather than buffered for.
+function trickle (res: ServerResponse, info: DemoRequest, demo: Demo): void {
   const chunks = bounded(info.query.chunks, 1, 100_000, 10)
   const interval = bounded(info.query.interval, 0, MAX_DELAY_MS, 100)
-  const item = JSON.stringify('x'.repeat(bounded(info.query.chunkBytes, 0, MAX_SIZE, 16)))
+  const item = `"${paddingOf(bounded(info.query.chunkBytes, 0, MAX_CHUNK_BYTES, 16)).toString('latin1')}"`
   res.writeHead(200, { 'content-type': 'application/json' })
   res.write('[')
 
   let sent = 0
-  const timer = setInterval(() => {
-    res.write(sent === 0 ? item : `,${item}`)
-    if (++sent < chunks) return
-    clearInterval(timer)
-    res.end(']')
-  }, interval)
-  res.once('close', () => clearInterval(timer))
+  let timer: NodeJS.Timeout | undefined
+  const schedule = (): void => { timer = setTimeout(next, interval) }
+  const next = (): void => {
+    const more = res.write(sent === 0 ? item : `,${item}`)
+    if (++sent === chunks) {
+      res.end(']')
+    } else if (more) {
+      schedule()
+    } else {
+      demo.waiting(res, info)
+      res.once('drain', schedule)
+    }
+  }
+  schedule()
+  res.once('close', () => clearTimeout(timer))
 }
 
 function sendJson (res: ServerResponse, status: number, body: unknown): void {

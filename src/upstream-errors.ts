@@ -26,8 +26,10 @@ export function upstreamFailed (detail: string, cause?: unknown, status?: number
 }
 
 export function toUpstreamError (err: unknown, scope: Scope): HiBeaverError {
-  // The scope's first cause wins over whatever the torn-down socket reported afterwards.
-  if (scope.reason !== undefined) return scope.reason
+  // The scope's first cause wins over whatever the torn-down socket reported afterwards, and a
+  // deadline that has passed wins over the timer that noticed it first.
+  const reason = scope.expireIfDue()
+  if (reason !== undefined) return reason
   if (err instanceof HiBeaverError) return err
   if (err instanceof ResponseTooLargeError) return tooLarge(err)
 

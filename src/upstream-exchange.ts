@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Dispatcher } from 'undici'
-import type { SendObserver, SocketReuseTracker } from './upstream-socket-reuse.js'
+import type { SocketUse } from './upstream-slot.js'
 
 // One request/response on the dispatcher, as an undici dispatch handler rather than through
 // request(): there is no body stream, so an abort after the headers cannot turn into an 'error'
@@ -27,11 +27,12 @@ export class ResponseTooLargeError extends Error {
   }
 }
 
-// The connection failed before any byte of the response, on a socket that had served an
-// earlier request: most likely the upstream closed it while it sat idle in the pool.
+// The connection failed before any byte of the response, soon after the request was written on
+// a socket that had served an earlier one, or closed before it was written at all: most likely
+// the upstream closed it while it sat idle, and never read the request.
 export class StaleSocketError extends Error {
   constructor (cause: unknown) {
-    super('a reused connection closed before the response', { cause })
+    super('a kept connection closed before the upstream read the request', { cause })
     this.name = 'StaleSocketError'
   }
 }
@@ -42,17 +43,19 @@ export interface ExchangeOptions {
   limitBytes: number
   // 5xx bodies are read only to keep the connection; beyond this they cost a reconnect instead.
   errorLimitBytes: number
-  tracker: SocketReuseTracker
+  // The connection the request goes out on, asked for its socket when undici starts writing.
+  connection: { started: () => SocketUse }
+  // How soon after the write a reset still counts as a stale socket rather than a failure.
+  staleWindowMs: number
   // Called once, when undici is done with the request (completed, failed or aborted).
   onFinished: () => void
 }
 
-export class Exchange implements Dispatcher.DispatchHandler, SendObserver {
+export class Exchange implements Dispatcher.DispatchHandler {
   readonly result: Promise<RawResponse>
   readonly #options: ExchangeOptions
   #resolve!: (response: RawResponse) => void
   #reject!: (err: unknown) => void
-  #controller: Dispatcher.DispatchController | undefined
   #stopped: Error | undefined
   #settled = false
   #finished = false
@@ -64,6 +67,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SendObserver {
   #socket: Socket | undefined
   #reused = false
   #bytesReadAtSend = 0
+  #sentAt = 0
 
   constructor (options: ExchangeOptions) {
     this.#options = options
@@ -80,19 +84,17 @@ export class Exchange implements Dispatcher.DispatchHandler, SendObserver {
     this.#stop(reason)
   }
 
-  onRequestStart (controller: Dispatcher.DispatchController): void {
-    this.#controller = controller
-    // Aborted while undici was still connecting. Throwing here makes undici drop the request
-    // before writing it and keep the new socket for the next one; controller.abort() would
-    // destroy that socket and, through nodejs/undici#5845, connect yet another.
+  onRequestStart (): void {
+    // Aborted while the request waited for its turn on the socket the call had connected.
+    // Throwing here makes undici drop the request before writing it and keep the socket for the
+    // next call.
     if (this.#stopped !== undefined) throw this.#stopped
-    this.#options.tracker.expect(this)
-  }
 
-  onSend (socket: Socket, reused: boolean): void {
+    const { socket, reused } = this.#options.connection.started()
     this.#socket = socket
     this.#reused = reused
     this.#bytesReadAtSend = socket.bytesRead
+    this.#sentAt = performance.now()
   }
 
   onResponseStart (_controller: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders): void {
@@ -129,19 +131,22 @@ export class Exchange implements Dispatcher.DispatchHandler, SendObserver {
   #isStale (err: Error): boolean {
     const code = (err as { code?: unknown }).code
     if (!this.#reused || this.#status !== 0 || typeof code !== 'string' || !CLOSED_CODES.has(code)) return false
+    // A kept socket the upstream had closed fails within a round trip of the write. A failure
+    // later than that most likely came from an upstream that read the request and broke while
+    // working on it: sending it again could do the work twice.
+    if (performance.now() - this.#sentAt > this.#options.staleWindowMs) return false
     // Not one byte of the response may have arrived, not even part of the status line.
     return this.#socket !== undefined && this.#socket.bytesRead === this.#bytesReadAtSend
   }
 
-  // Destroying the socket with our own error makes undici fail the running request with it and
-  // leave the client idle. controller.abort() would destroy it with an informational error
-  // instead, after which undici 7 puts the aborted request back in its queue and opens a new
-  // connection for nothing (nodejs/undici#5845): one more connection to the upstream per abort.
+  // Destroying the socket with our own error makes undici fail the running request with it.
+  // controller.abort() would destroy it with an informational error instead, after which undici
+  // 7 puts the aborted request back in its queue to send again (nodejs/undici#5845). Before
+  // onRequestStart there is no request on the wire: the flag makes onRequestStart drop it.
   #stop (reason: Error): void {
     if (this.#stopped !== undefined || this.#finished) return
     this.#stopped = reason
-    if (this.#socket !== undefined) this.#socket.destroy(reason)
-    else this.#controller?.abort(reason)
+    this.#socket?.destroy(reason)
   }
 
   #finish (): void {

@@ -57,8 +57,13 @@ function checkSegment (segment: string): void {
   } catch {
     throw invalidInput('path contains a malformed percent-escape')
   }
-  if (decoded === '.' || decoded === '..') throw invalidInput('path must not contain "." or ".." segments')
-  if (BAD_DECODED.test(decoded)) throw invalidInput('path contains an encoded separator or control character')
+  // Checked as sent and as NFKC-normalised: an upstream that normalises Unicode reads a
+  // fullwidth full stop (U+FF0E) as '.', a two-dot leader (U+2025) as '..', and a fullwidth
+  // solidus (U+FF0F) as '/'.
+  for (const form of [decoded, decoded.normalize('NFKC')]) {
+    if (form === '.' || form === '..') throw invalidInput('path must not contain "." or ".." segments')
+    if (BAD_DECODED.test(form)) throw invalidInput('path contains an encoded separator or control character')
+  }
 }
 
 function queryString (query: UpstreamQuery): string {

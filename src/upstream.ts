@@ -1,30 +1,32 @@
 import diagnosticsChannel from 'node:diagnostics_channel'
-import { Pool, type Dispatcher } from 'undici'
+import type { Dispatcher } from 'undici'
 import type { ResourceProvider } from './resources.js'
 import type { Scope } from './scope.js'
-import { Admission } from './upstream-admission.js'
+import { Admission } from './admission.js'
 import { deadlineError, toUpstreamError, upstreamFailed } from './upstream-errors.js'
 import { Exchange, StaleSocketError, type RawResponse } from './upstream-exchange.js'
 import { basePathOf, upstreamTarget, type UpstreamQuery } from './upstream-path.js'
-import { SocketReuseTracker } from './upstream-socket-reuse.js'
+import type { UpstreamSlot } from './upstream-slot.js'
+import { UpstreamSlots } from './upstream-slots.js'
 
 export type { UpstreamQuery, UpstreamQueryValue } from './upstream-path.js'
 
-// The upstream HTTP adapter: one undici Pool for the one configured origin, owned by the
-// server, and for each request a view bound to its scope. A call waits for a connection slot
-// in HiBeaver's own admission queue, carries the budget left to the upstream, and is torn down
-// at the socket when the scope aborts.
+// The upstream HTTP adapter: a set of connection slots for the one configured origin, owned by
+// the server, and for each request a view bound to its scope. A call waits for a slot in
+// HiBeaver's own admission queue, connects under its scope when the slot has no connection,
+// carries the budget left to the upstream, and is torn down at the socket when the scope aborts.
 
 export interface UpstreamResponse {
   status: number
-  // The parsed JSON body; null when the upstream sent none.
+  // The parsed JSON body; null when the upstream sent none. A 3xx or 4xx answer that is not
+  // JSON, such as an HTML error page, comes as its text.
   body: unknown
 }
 
 export interface ScopedUpstream {
   // GET <base URL><path>?<query>. Rejects with INVALID_INPUT for a path that could leave the
-  // base URL, UPSTREAM_FAILED for a 5xx, a reset or a body that is not JSON or is too large,
-  // and with the scope's reason once it aborts.
+  // base URL, UPSTREAM_FAILED for a 5xx, a reset, a 2xx body that is not JSON or a body that
+  // is too large, and with the scope's reason once it aborts.
   get (path: string, query?: UpstreamQuery): Promise<UpstreamResponse>
 }
 
@@ -39,16 +41,21 @@ export interface UpstreamOptions {
   // Connections to the upstream; also the number of calls in flight at once.
   connections: number
   bodyLimitBytes: number
-  // undici's connect timeout belongs to the dispatcher, not to a request; a call still gives up
-  // at its own deadline, and the attempt ends here at the latest.
+  // A connection attempt ends here at the latest, and sooner when the call's budget runs out.
   connectTimeoutMs?: number
   // Calls allowed to wait for a connection; beyond that a call is refused with OVERLOADED.
   maxWaiting?: number
   keepAliveTimeoutMs?: number
+  // A reused connection that resets this soon after the request was written, before any byte
+  // of the answer, is taken for one the upstream had closed while idle, and the call is sent
+  // again. A stale socket fails within a round trip of the write; 200 ms covers a distant
+  // upstream and a busy event loop, while an upstream that works on a request for longer and
+  // then fails does not get it twice.
+  staleWindowMs?: number
 }
 
 export interface UpstreamStats {
-  // From undici: sockets open, and requests it is running or holding.
+  // From undici: connections open, and requests it is running or holding.
   connected: number
   running: number
   pending: number
@@ -62,25 +69,37 @@ export const retryChannel = diagnosticsChannel.channel('hibeaver:upstream:retry'
 
 const ERROR_BODY_DRAIN_BYTES = 64 * 1024
 
+interface Lease {
+  slot: UpstreamSlot
+  // Gives the slot back; called once, when undici is done with the call or it never got there.
+  done: () => void
+}
+
 export class UpstreamProvider implements ResourceProvider<ScopedUpstream> {
-  readonly #pool: Pool
+  readonly #slots: UpstreamSlots
   readonly #basePath: string
   readonly #admission: Admission
-  readonly #tracker = new SocketReuseTracker()
   readonly #bodyLimitBytes: number
+  readonly #connectTimeoutMs: number
+  readonly #staleWindowMs: number
   #closing: Promise<void> | undefined
 
   constructor (options: UpstreamOptions) {
     const baseUrl = checkedBaseUrl(options.baseUrl)
     this.#basePath = basePathOf(baseUrl)
     this.#bodyLimitBytes = options.bodyLimitBytes
-    this.#admission = new Admission({ slots: options.connections, maxWaiting: options.maxWaiting ?? 1024 })
-    this.#pool = new Pool(baseUrl.origin, {
-      connections: options.connections,
-      connect: { timeout: options.connectTimeoutMs ?? 5000 },
-      keepAliveTimeout: options.keepAliveTimeoutMs ?? 4000
+    this.#connectTimeoutMs = options.connectTimeoutMs ?? 5000
+    this.#staleWindowMs = options.staleWindowMs ?? 200
+    this.#admission = new Admission({
+      resource: 'upstream connection',
+      slots: options.connections,
+      maxWaiting: options.maxWaiting ?? 1024
     })
-    this.#tracker.start()
+    this.#slots = new UpstreamSlots({
+      origin: new URL(baseUrl.origin),
+      size: options.connections,
+      keepAliveTimeoutMs: options.keepAliveTimeoutMs ?? 4000
+    })
   }
 
   forScope (scope: Scope): ScopedUpstream {
@@ -93,39 +112,36 @@ export class UpstreamProvider implements ResourceProvider<ScopedUpstream> {
   }
 
   get stats (): UpstreamStats {
-    const { connected, running, pending } = this.#pool.stats
+    const { connected, running, pending } = this.#slots.stats
     return { connected, running, pending, admitted: this.#admission.active, waiting: this.#admission.waiting }
   }
 
   // Refuses waiting calls at once, lets running ones finish (their scopes bound them), then
   // closes the sockets. Safe to call twice.
   async close (): Promise<void> {
-    this.#closing ??= this.#shutDown(async () => await this.#pool.close())
+    this.#closing ??= this.#shutDown(async () => await this.#slots.close())
     await this.#closing
   }
 
   // Like close, but running calls are torn down too.
   async destroy (): Promise<void> {
-    this.#closing = this.#shutDown(async () => await this.#pool.destroy())
+    this.#closing = this.#shutDown(async () => await this.#slots.destroy())
     await this.#closing
   }
 
   async #shutDown (end: () => Promise<void>): Promise<void> {
     this.#admission.close()
-    try {
-      await end()
-    } finally {
-      this.#tracker.stop()
-    }
+    await end()
   }
 
-  // One retry, and only for a reused socket that closed before any byte of the response:
-  // the request never reached the upstream's application, so sending it again is safe.
+  // One retry, and only when the upstream cannot have read the request: a kept socket that
+  // failed within the stale window of the write and before any byte of the response, or that
+  // closed before the request was written at all.
   async #fetch (scope: Scope, target: string): Promise<RawResponse> {
     try {
       return await this.#attempt(scope, target)
     } catch (err) {
-      if (!(err instanceof StaleSocketError) || scope.aborted || scope.remaining() < 1) {
+      if (!(err instanceof StaleSocketError) || scope.expireIfDue() !== undefined || scope.remaining() < 1) {
         throw toUpstreamError(err, scope)
       }
       if (retryChannel.hasSubscribers) retryChannel.publish({ requestId: scope.requestId, cause: err.cause })
@@ -138,28 +154,48 @@ export class UpstreamProvider implements ResourceProvider<ScopedUpstream> {
   }
 
   async #attempt (scope: Scope, target: string): Promise<RawResponse> {
-    const release = await this.#admission.acquire(scope)
+    const { slot, done } = await this.#lease(scope)
 
-    // Measured after the wait for a slot, and rounded down: never more than is left.
+    // Measured once the connection exists, and rounded down: never more than is left.
     const budgetMs = Math.floor(scope.remaining())
     if (budgetMs < 1) {
-      release()
-      throw scope.reason ?? deadlineError(scope)
+      done()
+      throw scope.expireIfDue() ?? deadlineError(scope)
     }
 
     const exchange = new Exchange({
       limitBytes: this.#bodyLimitBytes,
       errorLimitBytes: Math.min(this.#bodyLimitBytes, ERROR_BODY_DRAIN_BYTES),
-      tracker: this.#tracker,
-      onFinished: release
+      connection: slot,
+      staleWindowMs: this.#staleWindowMs,
+      onFinished: done
     })
     const removeAbort = scope.onAbort((reason) => exchange.abort(reason))
     try {
-      this.#pool.dispatch(dispatchOptions(scope, target, budgetMs), exchange)
+      slot.dispatch(dispatchOptions(scope, target, budgetMs), exchange)
       return await exchange.result
     } finally {
       removeAbort()
     }
+  }
+
+  // A slot from the admission queue, then its connection: the one it kept, or one made now.
+  async #lease (scope: Scope): Promise<Lease> {
+    const release = await this.#admission.acquire(scope)
+    const slot = this.#slots.take()
+    // Filed back by the state of its connection before the next waiter is let in.
+    const done = () => {
+      this.#slots.give(slot)
+      release()
+    }
+
+    try {
+      await slot.connect(scope, this.#connectTimeoutMs)
+    } catch (err) {
+      done()
+      throw err
+    }
+    return { slot, done }
   }
 }
 
@@ -186,9 +222,12 @@ function toResponse (raw: RawResponse): UpstreamResponse {
   if (raw.status >= 500) throw upstreamFailed(`the upstream answered ${raw.status}`, undefined, raw.status)
   if (raw.body.length === 0) return { status: raw.status, body: null }
 
+  const text = raw.body.toString('utf8')
   try {
-    return { status: raw.status, body: JSON.parse(raw.body.toString('utf8')) as unknown }
+    return { status: raw.status, body: JSON.parse(text) as unknown }
   } catch (err) {
+    // A 4xx is an answer whatever its format; a 2xx is the document the handler asked for.
+    if (raw.status >= 300) return { status: raw.status, body: text }
     throw upstreamFailed('the upstream answered invalid JSON', err, raw.status)
   }
 }

@@ -1,8 +1,11 @@
 import { once } from 'node:events'
 import { Agent, request as httpRequest, type IncomingMessage } from 'node:http'
+import net from 'node:net'
 import t from 'tap'
 import { request } from 'undici'
-import { startDemoUpstream, type DemoConnectionClosed, type DemoRequest } from '../src/demo-upstream.js'
+import {
+  MAX_BODY_BYTES, MAX_CHUNK_BYTES, startDemoUpstream, type DemoBackpressure, type DemoConnectionClosed, type DemoRequest
+} from '../src/demo-upstream.js'
 
 // The demo upstream's behaviours, through a plain client, and what it reports to tests.
 
@@ -43,6 +46,53 @@ t.test('/error answers a 5xx with a body of the asked size', async (t) => {
   const res = await request(`${demo.url}/error?status=503&size=100000`)
   t.equal(res.statusCode, 503)
   t.equal((await res.body.arrayBuffer()).byteLength, 100000)
+})
+
+t.test('sizes are capped, still above the default upstream body limit', async (t) => {
+  t.ok(MAX_BODY_BYTES > 1024 * 1024)
+
+  const json = await request(`${demo.url}/json?size=1073741824`)
+  t.equal((await json.body.arrayBuffer()).byteLength, MAX_BODY_BYTES, '/json')
+  const error = await request(`${demo.url}/error?size=1073741824`)
+  t.equal((await error.body.arrayBuffer()).byteLength, MAX_BODY_BYTES, '/error')
+  const trickle = await request(`${demo.url}/trickle?chunks=2&interval=0&chunkBytes=1073741824`)
+  const items = await trickle.body.json() as string[]
+  t.same(items.map((item) => item.length), [MAX_CHUNK_BYTES, MAX_CHUNK_BYTES], '/trickle')
+})
+
+t.test('/trickle waits for a client that does not read', async (t) => {
+  const socket = net.connect(Number(new URL(demo.url).port), '127.0.0.1').on('error', () => {})
+  t.teardown(() => socket.destroy())
+  await once(socket, 'connect')
+  const arrived = once(demo.events, 'request') as Promise<[DemoRequest]>
+  const waiting = once(demo.events, 'backpressure') as Promise<[DemoBackpressure]>
+
+  // 64 MiB in all, more than the socket buffers on both ends hold; the client reads nothing.
+  socket.write(`GET /trickle?chunks=1000&interval=0&chunkBytes=${MAX_CHUNK_BYTES} HTTP/1.1\r\nhost: demo\r\n\r\n`)
+
+  const [{ connectionId }] = await arrived
+  const [info] = await waiting
+  t.equal(info.connectionId, connectionId)
+  t.ok(info.bufferedBytes <= 2 * MAX_CHUNK_BYTES, `${info.bufferedBytes} bytes held in the demo, not megabytes`)
+
+  const closed = new Promise<DemoConnectionClosed>((resolve) => {
+    demo.events.on('connection-closed', (closed) => { if (closed.connectionId === connectionId) resolve(closed) })
+  })
+  socket.destroy()
+  t.ok((await closed).inFlight, 'the client left before the end, and the demo saw it')
+})
+
+t.test('/reset?delay= resets the connection after the delay', async (t) => {
+  const started = performance.now()
+  await t.rejects(request(`${demo.url}/reset?delay=100`), { code: 'ECONNRESET' })
+  t.ok(performance.now() - started >= 95, 'not before the delay')
+})
+
+t.test('/html answers an HTML page with the chosen status', async (t) => {
+  const res = await request(`${demo.url}/html?status=404`)
+  t.equal(res.statusCode, 404)
+  t.match(res.headers['content-type'], /^text\/html/)
+  t.match(await res.body.text(), /<h1>404<\/h1>/)
 })
 
 t.test('/invalid-json does not parse', async (t) => {

@@ -90,11 +90,22 @@ t.test('headers, then a hanging body: 504, and the server keeps serving', async 
   t.equal((await postJson(url, { path: '/json' })).status, 200)
 })
 
+t.test('an upstream 4xx is an answer: its status, and a body that is not JSON as text', async (t) => {
+  const res = await postJson(url, { path: '/html', query: { status: 404 } })
+
+  t.equal(res.status, 200)
+  const data = res.body.data as { status: number, body: unknown }
+  t.equal(data.status, 404)
+  t.type(data.body, 'string')
+  t.match(data.body, /<h1>404<\/h1>/)
+})
+
 t.test('upstream failures: 502 UPSTREAM_FAILED, with nothing internal in the answer', async (t) => {
   for (const [path, query] of [
     ['/reset', {}],
     ['/error', { status: 503 }],
     ['/invalid-json', {}],
+    ['/html', { status: 200 }],
     ['/json', { size: 128 * 1024 }]
   ] as const) {
     const res = await postJson(url, { path, query })
@@ -106,7 +117,10 @@ t.test('upstream failures: 502 UPSTREAM_FAILED, with nothing internal in the ans
 
 t.test('a path that would leave the base URL: 400 INVALID_INPUT, nothing sent', async (t) => {
   const before = demo.counters.requests
-  for (const path of ['//evil.example/x', 'https://evil.example/', '/../etc/passwd', '/%2e%2e/x', '/a%2Fb', '/a\\b', '/a\nb']) {
+  for (const path of [
+    '//evil.example/x', 'https://evil.example/', '/../etc/passwd', '/%2e%2e/x', '/a%2Fb', '/a\\b', '/a\nb',
+    '/%EF%BC%8E%EF%BC%8E/admin', '/%EF%BC%8F%EF%BC%8Fevil.example'
+  ]) {
     const res = await postJson(url, { path })
     t.equal(res.status, 400, JSON.stringify(path))
     t.equal(res.body.code, 'INVALID_INPUT')

@@ -18,6 +18,8 @@ t.test('paths and queries that stay under the base URL', async (t) => {
   t.equal(upstreamTarget('', '/a/b.json/'), '/a/b.json/')
   t.equal(upstreamTarget('', '/caf%C3%A9/%20x'), '/caf%C3%A9/%20x', 'percent-encoded text is fine')
   t.equal(upstreamTarget('', '/...'), '/...', 'three dots are a name, not a step up')
+  t.equal(upstreamTarget('', '/%E2%80%A6'), '/%E2%80%A6', 'an ellipsis normalises to three dots: a name too')
+  t.equal(upstreamTarget('', '/%EF%BC%A1'), '/%EF%BC%A1', 'a fullwidth letter is harmless')
   t.equal(upstreamTarget('', '/search', { q: 'a b&c=d', n: 3, flag: true, tag: ['x', 'y'] }),
     '/search?q=a+b%26c%3Dd&n=3&flag=true&tag=x&tag=y', 'the query is encoded, never spliced')
   t.equal(upstreamTarget('', '/x', { next: 'http://evil.example/' }), '/x?next=http%3A%2F%2Fevil.example%2F')
@@ -66,6 +68,16 @@ t.test('anything that could reach another host, scheme or directory is refused',
     ['/%zz', 'malformed escape'],
     ['/%', 'truncated escape'],
     ['/%c3%28', 'invalid UTF-8'],
+    ['/%EF%BC%8E%EF%BC%8E/admin', 'fullwidth dot-dot (NFKC: "..")'],
+    ['/a/%EF%BC%8E', 'fullwidth dot (NFKC: ".")'],
+    ['/%E2%80%A5/admin', 'two-dot leader (NFKC: "..")'],
+    ['/%E2%80%A4%E2%80%A4/admin', 'one-dot leaders (NFKC: "..")'],
+    ['/%EF%B9%92%EF%B9%92/admin', 'small full stops (NFKC: "..")'],
+    ['/%EF%BC%8F%EF%BC%8Fevil.example', 'fullwidth solidi (NFKC: "//")'],
+    ['/a%EF%BC%8Fb', 'fullwidth solidus (NFKC: "/")'],
+    ['/a%EF%BC%BCb', 'fullwidth reverse solidus (NFKC: "\\")'],
+    ['/%E2%84%80', 'account-of sign (NFKC: "a/c")'],
+    ['/%EF%BC%8E%EF%BC%8E%EF%BC%9B/json', 'fullwidth dot-dot and semicolon (NFKC: "..;")'],
     ['/' + 'a'.repeat(2048), 'too long']
   ]
   for (const [path, why] of refused) t.not(refusal(path), 'accepted', `${why}: ${JSON.stringify(path)}`)

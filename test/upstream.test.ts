@@ -100,6 +100,19 @@ t.test('a 4xx is an answer, not a failure', async (t) => {
   t.equal(answer.status, 404)
 })
 
+t.test('a 4xx that is not JSON, such as an HTML error page, answers its text', async (t) => {
+  const { upstream } = await setup(t)
+  const http = upstream.forScope(scopeFor(t))
+
+  const answer = await http.get('/html', { status: 404 })
+
+  t.equal(answer.status, 404)
+  t.type(answer.body, 'string')
+  t.match(answer.body, /<h1>404<\/h1>/)
+  const err = await rejection(http.get('/html', { status: 200 }))
+  t.equal(err.code, 'UPSTREAM_FAILED', 'a 2xx must still be JSON')
+})
+
 t.test('a path under the base URL path', async (t) => {
   const demo = await startDemoUpstream()
   const upstream = createUpstream({ baseUrl: `${demo.url}/api/`, connections: 1, bodyLimitBytes: 1024 })
@@ -142,7 +155,7 @@ t.test('a client that leaves closes the upstream connection', async (t) => {
   t.equal(demo.counters.connections, 1, 'no replacement connection opened for the aborted call')
 })
 
-t.test('a call aborted while its connection is being made is never sent, and the socket is kept', async (t) => {
+t.test('a call aborted as its new connection is handed to undici is never sent, and the socket is kept', async (t) => {
   const { demo, upstream } = await setup(t, { connections: 1 })
   const scope = scopeFor(t)
   const onBeforeConnect = () => scope.abort(abortReasons.clientClosed())
@@ -217,8 +230,10 @@ t.test('a reset on a fresh connection fails with UPSTREAM_FAILED, without a retr
   t.equal(demo.counters.requests, 1)
 })
 
+// A stale socket resets within a round trip of the write; the window is generous here so that
+// a loaded machine cannot turn the retry into a 502.
 t.test('a stale keep-alive socket is retried once, on a new connection', async (t) => {
-  const { demo, upstream } = await setup(t, { connections: 1 })
+  const { demo, upstream } = await setup(t, { connections: 1, staleWindowMs: 60_000 })
   const retries: unknown[] = []
   const onRetry = (message: unknown) => { retries.push(message) }
   retryChannel.subscribe(onRetry)
@@ -234,7 +249,7 @@ t.test('a stale keep-alive socket is retried once, on a new connection', async (
 })
 
 t.test('a reused socket that resets twice: one retry, then UPSTREAM_FAILED', async (t) => {
-  const { demo, upstream } = await setup(t, { connections: 1 })
+  const { demo, upstream } = await setup(t, { connections: 1, staleWindowMs: 60_000 })
   const http = upstream.forScope(scopeFor(t))
   await http.get('/json')
 
@@ -242,6 +257,24 @@ t.test('a reused socket that resets twice: one retry, then UPSTREAM_FAILED', asy
 
   t.equal(err.code, 'UPSTREAM_FAILED')
   t.equal(demo.counters.requests, 3, 'one /json, then /reset twice')
+})
+
+t.test('a reused socket that resets after the stale window is not retried: the upstream had the request', async (t) => {
+  const { demo, upstream } = await setup(t, { connections: 1, staleWindowMs: 50 })
+  const retries: unknown[] = []
+  const onRetry = (message: unknown) => { retries.push(message) }
+  retryChannel.subscribe(onRetry)
+  t.teardown(() => retryChannel.unsubscribe(onRetry))
+  const http = upstream.forScope(scopeFor(t))
+  await http.get('/json')
+
+  // The reset comes at least 200 ms after the request arrived, so after the 50 ms window.
+  const err = await rejection(http.get('/reset', { delay: 200 }))
+
+  t.equal(err.code, 'UPSTREAM_FAILED')
+  t.equal((err.cause as { code?: string }).code, 'ECONNRESET')
+  t.equal(demo.counters.requests, 2, 'one /json, then /reset once')
+  t.equal(retries.length, 0)
 })
 
 t.test('a body over the limit fails and frees its socket', async (t) => {
@@ -321,6 +354,16 @@ t.test('with every connection busy, a waiting call whose scope aborts is settled
 
   busyScope.abort(abortReasons.clientClosed())
   t.equal((await busy).code, 'CLIENT_CLOSED')
+})
+
+t.test('a call takes a slot that kept its connection before one that has none', async (t) => {
+  const { demo, upstream } = await setup(t, { connections: 4 })
+  const http = upstream.forScope(scopeFor(t))
+
+  for (let i = 0; i < 5; i++) t.equal((await http.get('/json')).status, 200)
+
+  t.equal(demo.counters.connections, 1, 'every call went out on the first connection')
+  t.same(upstream.stats, { connected: 1, running: 0, pending: 0, admitted: 0, waiting: 0 })
 })
 
 t.test('a waiting call gets the slot when the running one finishes', async (t) => {
