@@ -4,10 +4,11 @@ import t, { type Test } from 'tap'
 import { createDatabase, type Database, type DatabaseOptions, type Queryable } from '../src/database.js'
 import type { CancelEvent } from '../src/db-lease.js'
 import { setConnectionCheck } from '../src/db-session.js'
-import { abortReasons, HiBeaverError } from '../src/errors.js'
+import { abortReasons } from '../src/errors.js'
 import { createScope } from '../src/request-scope.js'
 import type { Scope } from '../src/scope.js'
 import { eventually, startTestPostgres } from './helpers/postgres.js'
+import { rejection } from './helpers/rejection.js'
 
 const pg = await startTestPostgres()
 t.teardown(() => pg.close())
@@ -25,16 +26,6 @@ function collect<T> (t: Test, name: string): T[] {
   subscribe(name, listener)
   t.teardown(() => { unsubscribe(name, listener) })
   return seen
-}
-
-async function rejection (promise: Promise<unknown>): Promise<HiBeaverError> {
-  try {
-    await promise
-  } catch (err) {
-    if (err instanceof HiBeaverError) return err
-    throw err
-  }
-  throw new Error('expected a rejection')
 }
 
 const backendPid = async (db: Database, scope: Scope) =>

@@ -1,10 +1,10 @@
 import t from 'tap'
 import dataRetrieval from '../handlers/data-retrieval.js'
 import { createDatabase } from '../src/database.js'
-import { HiBeaverError } from '../src/errors.js'
 import { createScope } from '../src/request-scope.js'
 import { startApp } from './helpers/app.js'
 import { eventually, startTestPostgres } from './helpers/postgres.js'
+import { rejection } from './helpers/rejection.js'
 
 // The database goes away and comes back while HiBeaver keeps running: requests fail fast with
 // DATABASE_UNAVAILABLE meanwhile (not at their deadline), and are served again afterwards.
@@ -17,27 +17,17 @@ t.teardown(() => db.close())
 
 const scope = () => createScope({ budgetMs: 30_000 })
 
-async function failure (promise: Promise<unknown>): Promise<HiBeaverError> {
-  try {
-    await promise
-  } catch (err) {
-    if (err instanceof HiBeaverError) return err
-    throw err
-  }
-  throw new Error('expected a rejection')
-}
-
 t.test('database stopped: DATABASE_UNAVAILABLE; started again: served', async (t) => {
   await db.forScope(scope()).query({ text: 'SELECT 1' })
   t.equal(db.stats().total, 1)
 
   await pg.stop()
-  const err = await failure(db.forScope(scope()).query({ text: 'SELECT 1' }))
+  const err = await rejection(db.forScope(scope()).query({ text: 'SELECT 1' }))
   t.equal(err.code, 'DATABASE_UNAVAILABLE', 'not left to wait for its 30 s deadline')
   t.equal(err.status, 503)
   t.equal(err.retryAfter, 2)
   t.ok(err.cause instanceof Error, 'the driver\'s error kept as cause')
-  t.equal((await failure(db.ping(1000))).code, 'DATABASE_UNAVAILABLE', 'ping reports it too')
+  t.equal((await rejection(db.ping(1000))).code, 'DATABASE_UNAVAILABLE', 'ping reports it too')
   await eventually(async () => db.stats().total === 0, 'dead connections to leave the pool')
 
   await pg.start()
@@ -47,7 +37,7 @@ t.test('database stopped: DATABASE_UNAVAILABLE; started again: served', async (t
 })
 
 t.test('database stopped mid-statement: DATABASE_UNAVAILABLE, no crash', async (t) => {
-  const running = failure(db.forScope(scope()).query({ text: 'SELECT pg_sleep(60)' }))
+  const running = rejection(db.forScope(scope()).query({ text: 'SELECT pg_sleep(60)' }))
   await eventually(async () => (await pg.active()).length === 1, 'the statement to run')
   await pg.stop()
   const err = await running

@@ -3,9 +3,10 @@ import { once } from 'node:events'
 import net, { type Socket } from 'node:net'
 import { Worker } from 'node:worker_threads'
 import t, { type Test } from 'tap'
-import { abortReasons, HiBeaverError } from '../src/errors.js'
+import { abortReasons } from '../src/errors.js'
 import { createScope, type RequestScope } from '../src/request-scope.js'
 import { createUpstream, type UpstreamOptions, type UpstreamProvider } from '../src/upstream.js'
+import { rejection } from './helpers/rejection.js'
 
 // The connection phase of an upstream call, against a listener that does not accept: its
 // thread is blocked, so the kernel completes handshakes only until the accept queue is full and
@@ -93,16 +94,6 @@ function nextConnect (): Promise<Socket> {
     }
     diagnosticsChannel.subscribe('net.client.socket', onSocket)
   })
-}
-
-async function rejection (promise: Promise<unknown>): Promise<HiBeaverError> {
-  try {
-    await promise
-  } catch (err) {
-    if (err instanceof HiBeaverError) return err
-    throw err
-  }
-  throw new Error('expected a rejection')
 }
 
 t.test('a call aborted while connecting gives its slot back at once and stops the attempt', async (t) => {

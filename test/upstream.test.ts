@@ -1,9 +1,10 @@
 import diagnosticsChannel from 'node:diagnostics_channel'
 import t, { type Test } from 'tap'
-import { abortReasons, HiBeaverError } from '../src/errors.js'
+import { abortReasons } from '../src/errors.js'
 import { createScope, type RequestScope } from '../src/request-scope.js'
 import { startDemoUpstream, type DemoConnectionClosed, type DemoRequest, type DemoUpstream } from '../src/demo-upstream.js'
 import { createUpstream, retryChannel, type UpstreamOptions, type UpstreamProvider } from '../src/upstream.js'
+import { rejection } from './helpers/rejection.js'
 
 // Adapter-level tests over real loopback sockets against the demo upstream. Every test waits on
 // events the upstream reports (a request arrived, a connection closed), not on time.
@@ -54,16 +55,6 @@ function connectionClosed (demo: DemoUpstream, connectionId: number): Promise<De
 // undici learns of its own socket's close a few event-loop turns after the upstream does.
 async function until (condition: () => boolean): Promise<void> {
   for (let turn = 0; turn < 1000 && !condition(); turn++) await new Promise((resolve) => setImmediate(resolve))
-}
-
-async function rejection (promise: Promise<unknown>): Promise<HiBeaverError> {
-  try {
-    await promise
-  } catch (err) {
-    if (err instanceof HiBeaverError) return err
-    throw err
-  }
-  throw new Error('expected a rejection')
 }
 
 // Collects what would crash a server: an 'error' event nobody listens to surfaces as an
