@@ -1,4 +1,6 @@
 import { channel } from 'node:diagnostics_channel'
+import { once } from 'node:events'
+import { setTimeout as sleep } from 'node:timers/promises'
 import pg, { type ClientConfig, type PoolClient, type QueryResult, type QueryResultRow } from 'pg'
 import { Admission, type Release } from './admission.js'
 import { Lease, watchConnection, type CancelEvent, type LeaseOptions } from './db-lease.js'
@@ -105,6 +107,8 @@ class PgDatabase implements Database {
   readonly #admission: Admission
   // Each lease with its admission slot, freed once the lease is done with its client.
   readonly #leases = new Map<Lease, Release>()
+  // Every connection until its socket has closed: pg-pool's end() resolves before that.
+  readonly #open = new Set<pg.ClientBase>()
   #checkIntervalSupported: boolean | undefined
   #closing: Promise<void> | undefined
 
@@ -149,7 +153,11 @@ class PgDatabase implements Database {
     })
     // An idle client whose server session ends (pg_terminate_backend, restart) emits 'error'
     // through the pool, which has already removed it; without a listener the process would die.
-    pool.on('error', (err) => channels.idleError.publish({ err }))
+    pool.on('error', (err) => {
+      // pg-pool hangs the client on the error; logged, it would show the session's cancel key.
+      delete (err as { client?: unknown }).client
+      channels.idleError.publish({ err })
+    })
     return pool
   }
 
@@ -158,6 +166,8 @@ class PgDatabase implements Database {
   // one says so, no connection asks again.
   async #setUp (client: pg.ClientBase): Promise<void> {
     watchConnection(client)
+    this.#open.add(client)
+    client.once('end', () => this.#open.delete(client))
     const interval = this.#options.connectionCheckIntervalMs
     if (interval === 0 || this.#checkIntervalSupported === false) return
     this.#checkIntervalSupported = await setConnectionCheck(client, interval)
@@ -257,14 +267,24 @@ class PgDatabase implements Database {
     }
   }
 
+  async #ended (withinMs: number): Promise<void> {
+    const open = [...this.#open].map(async (client): Promise<void> => { await once(client, 'end') })
+    const late = sleep(withinMs, undefined, { ref: false })
+    await Promise.race([Promise.all(open), late])
+  }
+
+  // Resolves once every connection has closed, so a server stopped next does not cut a session
+  // that is still saying goodbye.
   close (): Promise<void> {
     if (this.#closing === undefined) {
       this.#admission.close()
-      this.#closing = this.#pool.end()
+      this.#closing = this.#pool.end().then(async () => await this.#ended(CLOSE_WAIT_MS))
     }
     return this.#closing
   }
 }
+
+const CLOSE_WAIT_MS = 2000
 
 function closed (): HiBeaverError {
   return new HiBeaverError('SHUTTING_DOWN', 'the database pool is closed')

@@ -130,6 +130,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   #isStale (err: Error): boolean {
     const code = (err as { code?: unknown }).code
+    // Failed before undici started writing it: the upstream never saw it.
+    if (this.#socket === undefined && this.#stopped === undefined && typeof code === 'string' && CLOSED_CODES.has(code)) return true
     if (!this.#reused || this.#status !== 0 || typeof code !== 'string' || !CLOSED_CODES.has(code)) return false
     // A kept socket the upstream had closed fails within a round trip of the write. A failure
     // later than that most likely came from an upstream that read the request and broke while

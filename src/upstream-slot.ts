@@ -50,7 +50,7 @@ export class UpstreamSlot {
   }
 
   get connected (): boolean {
-    return this.#socket !== undefined
+    return this.#socket !== undefined && !this.#socket.destroyed
   }
 
   get stats (): Client['stats'] {
@@ -72,7 +72,7 @@ export class UpstreamSlot {
   // the smaller of `timeoutMs` and the budget left has passed, the half-open socket is
   // destroyed and the call rejected.
   async connect (scope: Scope, timeoutMs: number): Promise<void> {
-    if (this.#socket !== undefined) return
+    if (this.#socket !== undefined && !this.#socket.destroyed) return
     if (this.#destroyed) throw new errors.ClientDestroyedError()
     scope.throwIfAborted()
 
@@ -143,7 +143,7 @@ export class UpstreamSlot {
   // more. undici's resume loop needs the answer on a later turn.
   readonly #handOver: buildConnector.connector = (_options, callback) => {
     const socket = this.#socket
-    if (socket === undefined || this.#handed) {
+    if (socket === undefined || this.#handed || socket.destroyed) {
       const err = new StaleSocketError(new errors.SocketError('the connection closed before the request was written'))
       queueMicrotask(() => callback(err, null))
       return

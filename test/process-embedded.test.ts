@@ -52,10 +52,15 @@ t.test('a killed server leaves its PostgreSQL running; the next start stops it a
   t.notOk(await alive(orphan), 'and gone')
   t.equal(await eventById(second.url), 200, 'the data is served')
 
+  // Several connections in the pool when it closes: each must end before its server does.
+  const statuses = await Promise.all(Array.from({ length: 8 }, async () => await eventById(second.url)))
+  t.same(new Set(statuses), new Set([200]))
   const running = await postmasterPid()
   second.child.kill('SIGTERM')
   t.equal(await second.exit, 0)
   t.equal(second.lines.at(-1)?.msg, 'shutdown complete')
+  t.same(second.lines.filter((line) => line.level >= 40 && line.msg !== 'stopped an embedded postgres left running by an earlier process'),
+    [], 'a clean stop says nothing alarming: no connection was cut under the pool')
   t.notOk(await alive(running), 'a clean stop stops the embedded server')
 })
 

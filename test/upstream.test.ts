@@ -1,4 +1,6 @@
 import diagnosticsChannel from 'node:diagnostics_channel'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
 import { abortReasons } from '../src/errors.js'
 import { createScope, type RequestScope } from '../src/request-scope.js'
@@ -425,6 +427,34 @@ t.test('close refuses waiting calls and new ones with SHUTTING_DOWN', async (t) 
   await closing
   t.equal((await rejection(upstream.forScope(scopeFor(t)).get('/json'))).code, 'SHUTTING_DOWN')
   await upstream.close()
+})
+
+// An upstream that closes each connection after its answer: undici destroys the socket at
+// once, its 'close' comes a turn later, and a call admitted in between must connect afresh
+// instead of being handed the dying socket and sent again through the stale-socket retry.
+t.test('an upstream that closes every connection: each call connects anew, none is retried', async (t) => {
+  const server = createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json', connection: 'close' })
+    res.end('{"ok":true}')
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  const { port } = server.address() as AddressInfo
+  const upstream = createUpstream({ baseUrl: `http://127.0.0.1:${port}`, connections: 2, bodyLimitBytes: 1024 })
+  t.teardown(() => upstream.close())
+  const retries: unknown[] = []
+  const onRetry = (message: unknown) => { retries.push(message) }
+  retryChannel.subscribe(onRetry)
+  t.teardown(() => retryChannel.unsubscribe(onRetry))
+
+  const http = upstream.forScope(scopeFor(t))
+  const answers = await Promise.all(Array.from({ length: 4 }, async () => {
+    const statuses: number[] = []
+    for (let i = 0; i < 25; i++) statuses.push((await http.get('/')).status)
+    return statuses
+  }))
+  t.same(new Set(answers.flat()), new Set([200]), 'all 100 answered')
+  t.equal(retries.length, 0, 'no call was sent twice')
 })
 
 t.test('the base URL must be a plain http(s) origin and path', async (t) => {
