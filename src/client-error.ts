@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyBaseLogger } from 'fastify'
 import { HiBeaverError, type ErrorCode } from './errors.js'
@@ -8,8 +9,12 @@ import { problemDocument } from './problem.js'
 // a bad content-length, headers over the size limit. They get a problem document too, and the
 // one log line every request gets, instead of Node's own plain answer.
 const PARSER_CODES: Readonly<Record<string, ErrorCode>> = {
-  HPE_HEADER_OVERFLOW: 'PAYLOAD_TOO_LARGE',
+  HPE_HEADER_OVERFLOW: 'HEADERS_TOO_LARGE',
   ERR_HTTP_REQUEST_TIMEOUT: 'DEADLINE_EXCEEDED'
+}
+
+const DETAILS: Partial<Record<ErrorCode, string>> = {
+  HEADERS_TOO_LARGE: 'the request line and headers are over the size limit'
 }
 
 const NOBODY_TO_ANSWER = new Set(['ECONNRESET', 'HPE_INVALID_EOF_STATE'])
@@ -29,11 +34,11 @@ export function clientErrorHandler (log: FastifyBaseLogger) {
     }
 
     const code = PARSER_CODES[err.code ?? ''] ?? 'INVALID_INPUT'
-    const failure = new HiBeaverError(code, 'the request is not valid HTTP', { cause: err })
+    const failure = new HiBeaverError(code, DETAILS[code] ?? 'the request is not valid HTTP', { cause: err })
     const requestId = randomUUID()
     const body = JSON.stringify(problemDocument(failure, requestId))
     socket.end(
-      `HTTP/1.1 ${failure.status} ${failure.status === 400 ? 'Bad Request' : 'Error'}\r\n` +
+      `HTTP/1.1 ${failure.status} ${STATUS_CODES[failure.status] ?? 'Error'}\r\n` +
       'content-type: application/problem+json\r\n' +
       `content-length: ${Buffer.byteLength(body)}\r\n` +
       `x-request-id: ${requestId}\r\n` +

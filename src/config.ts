@@ -47,7 +47,10 @@ const schema = z.object({
   DB_MAX_WAITING: int(0, 1_000_000).default(1024),
   SEED_EVENTS: int(0, 100_000_000).default(1_000_000),
 
-  UPSTREAM_BASE_URL: url(['http:', 'https:']).optional(),
+  UPSTREAM_BASE_URL: url(['http:', 'https:']).refine((value) => {
+    const { username, password, search, hash } = new URL(value)
+    return username === '' && password === '' && search === '' && hash === ''
+  }, { message: 'must be a plain origin and path: no credentials, query or fragment' }).optional(),
   UPSTREAM_CONNECTIONS: int(1, 10_000).default(64),
   UPSTREAM_BODY_LIMIT_BYTES: int(1, 512 * MiB).default(1 * MiB),
   UPSTREAM_CONNECT_TIMEOUT_MS: int(1, 600_000).default(5000),
@@ -66,13 +69,6 @@ const schema = z.object({
   PRESSURE_MAX_HEAP_USED_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(0),
   PRESSURE_MAX_RSS_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(0),
   PRESSURE_SAMPLE_INTERVAL_MS: int(50, 60_000).default(250)
-}).superRefine((env, ctx) => {
-  if (env.DEFAULT_TIMEOUT_MS <= env.MAX_TIMEOUT_MS) return
-  ctx.addIssue({
-    code: 'custom',
-    path: ['DEFAULT_TIMEOUT_MS'],
-    message: `(${env.DEFAULT_TIMEOUT_MS}) must not exceed MAX_TIMEOUT_MS (${env.MAX_TIMEOUT_MS})`
-  })
 })
 
 export type Env = z.output<typeof schema>
@@ -134,7 +130,8 @@ function present (env: NodeJS.ProcessEnv): Record<string, string> {
 }
 
 export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
-  const parsed = schema.safeParse(present(env))
+  const given = present(env)
+  const parsed = schema.safeParse(given)
   if (!parsed.success) {
     const issue = parsed.error.issues[0]
     const variable = String(issue?.path[0] ?? 'environment')
@@ -144,7 +141,18 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
       : ` (got ${JSON.stringify(env[variable])})`
     throw new ConfigError(variable, `${issue?.message ?? 'is invalid'}${got}`)
   }
+  checkTimeouts(parsed.data, given)
   return toConfig(parsed.data)
+}
+
+// Named after the variable that was set: MAX_TIMEOUT_MS=5 alone is MAX's mistake, not DEFAULT's.
+function checkTimeouts (env: Env, given: Record<string, string>): void {
+  const { DEFAULT_TIMEOUT_MS: def, MAX_TIMEOUT_MS: max } = env
+  if (def <= max) return
+  if (given.DEFAULT_TIMEOUT_MS === undefined) {
+    throw new ConfigError('MAX_TIMEOUT_MS', `(${max}) must not be below DEFAULT_TIMEOUT_MS (${def})`)
+  }
+  throw new ConfigError('DEFAULT_TIMEOUT_MS', `(${def}) must not exceed MAX_TIMEOUT_MS (${max})`)
 }
 
 function toConfig (env: Env): Config {

@@ -213,6 +213,12 @@ const BEHAVIOURS: Readonly<Record<string, Behaviour>> = {
 // What the request carried, as JSON padded to `size` bytes with a view of the shared padding,
 // so a large body costs neither a copy nor a serialisation of megabytes on the event loop.
 function sendEcho (res: ServerResponse, status: number, info: DemoRequest, size: number): void {
+  // These statuses carry no body by definition; a content-length on them is a protocol error.
+  if (status === 204 || status === 304) {
+    res.writeHead(status)
+    res.end()
+    return
+  }
   const base = { path: info.path, query: info.query, requestId: info.requestId ?? null, timeoutMs: info.timeoutMs ?? null }
   const empty = JSON.stringify({ ...base, padding: '' })
   const room = size - empty.length

@@ -8,6 +8,7 @@ export type ErrorCode =
   | 'NOT_FOUND'
   | 'PAYLOAD_TOO_LARGE'
   | 'UNSUPPORTED_MEDIA_TYPE'
+  | 'HEADERS_TOO_LARGE'
   | 'DEADLINE_EXCEEDED'
   | 'CLIENT_CLOSED'
   | 'REQUEST_FINISHED'
@@ -32,6 +33,7 @@ export const catalogue: Readonly<Record<ErrorCode, CatalogueEntry>> = {
   PAYLOAD_TOO_LARGE: { status: 413, title: 'Payload too large' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Unsupported media type' },
   IDEMPOTENCY_KEY_REUSED: { status: 422, title: 'Idempotency key reused' },
+  HEADERS_TOO_LARGE: { status: 431, title: 'Request header fields too large' },
   CLIENT_CLOSED: { status: 499, title: 'Client closed request' },
   REQUEST_FINISHED: { status: 499, title: 'Request finished' },
   INTERNAL: { status: 500, title: 'Internal error' },

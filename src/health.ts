@@ -38,7 +38,7 @@ export async function health (app: FastifyInstance, pressure: Config['pressure']
     if (failure?.code === lastCode) return
     lastCode = failure?.code
     if (failure === undefined) app.log.info('ready again')
-    else app.log.warn({ code: failure.code, err: failure.cause ?? failure }, 'not ready')
+    else app.log.warn({ code: failure.code, detail: failure.message, ...(failure.cause === undefined ? {} : { err: failure.cause }) }, 'not ready')
   }
 
   const ready = async (_request: unknown, reply: FastifyReply) => {

@@ -17,8 +17,10 @@ const ECHO_MS = 250
 const log = createLogger({ level: 'info' })
 // main.ts beside this file under tsx, main.js beside it when compiled.
 const main = fileURLToPath(new URL(`main${extname(fileURLToPath(import.meta.url))}`, import.meta.url))
+// The IPC channel is only a lifeline: when this process dies, however it dies, the server sees
+// the channel close and shuts down as on SIGTERM, instead of serving on as an orphan.
 const server = spawn(process.execPath, [...process.execArgv, main], {
-  stdio: 'inherit',
+  stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
   detached: true
 })
 

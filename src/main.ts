@@ -36,6 +36,12 @@ closeWithGrace({
   logger.info('shutdown complete')
 })
 
+// Started by the launcher (src/launcher.ts): its death is a signal to stop too.
+if (process.channel !== undefined) {
+  process.channel.unref()
+  process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'))
+}
+
 starting.catch((err: unknown) => {
   // startServer has closed what it started; one line says why, as for a bad environment.
   logger.fatal({ err }, 'hibeaver failed to start')

@@ -87,7 +87,8 @@ function finish (request: FastifyRequest, reply: FastifyReply): void {
   if (failure !== null && failure.code === 'INTERNAL') {
     request.log.error({ ...fields, err: failure.cause ?? failure }, 'request finished')
   } else if (request.routeOptions.config.quiet === true) {
-    request.log.debug(fields, 'request finished')
+    // Health probes: routine when they pass; a refusal names a requestId someone may look up.
+    request.log[failure === null ? 'debug' : 'info'](fields, 'request finished')
   } else if (failure !== null && failure.status >= 500 && failure.cause !== undefined) {
     // What a dependency said (the database unreachable, the upstream reset): the client has the
     // code, whoever runs the server needs the cause.

@@ -34,7 +34,9 @@ t.test('each bad value names its variable', async (t) => {
     [{ DEFAULT_TIMEOUT_MS: '1e3' }, 'DEFAULT_TIMEOUT_MS', /integer/],
     [{ PORT: '3.3e3' }, 'PORT', /integer/],
     [{ BODY_LIMIT_BYTES: '1.5' }, 'BODY_LIMIT_BYTES', /integer/],
-    [{ MAX_TIMEOUT_MS: '5' }, 'DEFAULT_TIMEOUT_MS', /\(10000\) must not exceed MAX_TIMEOUT_MS \(5\)/],
+    [{ MAX_TIMEOUT_MS: '5' }, 'MAX_TIMEOUT_MS', /\(5\) must not be below DEFAULT_TIMEOUT_MS \(10000\)/],
+    [{ UPSTREAM_BASE_URL: 'http://user:pw@example.com/' }, 'UPSTREAM_BASE_URL', /no credentials/],
+    [{ UPSTREAM_BASE_URL: 'http://example.com/?a=1' }, 'UPSTREAM_BASE_URL', /query/],
     [{ HOST: '999.1.1.1' }, 'HOST', /IP address or a host name/],
     [{ HOST: 'bad host' }, 'HOST', /IP address or a host name/]
   ]

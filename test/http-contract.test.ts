@@ -178,7 +178,8 @@ t.test('requests refused before any route runs still get a problem document and 
 
   for (const [name, head, status, code] of [
     ['a bad content-length', 'POST /handlers/echo HTTP/1.1\r\nhost: x\r\ncontent-length: abc\r\n\r\n', 400, 'INVALID_INPUT'],
-    ['headers over the limit', `GET /health HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`, 413, 'PAYLOAD_TOO_LARGE']
+    ['headers over the limit', `GET /health HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`, 431, 'HEADERS_TOO_LARGE'],
+    ['a URL over the limit', `GET /${'a'.repeat(20_000)} HTTP/1.1\r\nhost: x\r\n\r\n`, 431, 'HEADERS_TOO_LARGE']
   ] as const) {
     const socket = connect(server.port, '127.0.0.1')
     await once(socket, 'connect')
@@ -187,7 +188,7 @@ t.test('requests refused before any route runs still get a problem document and 
     socket.on('error', () => {})
     socket.write(head)
     await once(socket, 'close')
-    t.match(received, new RegExp(`^HTTP/1\\.1 ${status} `), name)
+    t.match(received, new RegExp(`^HTTP/1\\.1 ${status} [A-Z]`), name)
     t.match(received, /content-type: application\/problem\+json/i, `${name}: problem+json`)
     t.match(received, new RegExp(`"code":"${code}"`), `${name}: code`)
     const requestId = /x-request-id: ([0-9a-f-]+)/i.exec(received)?.[1]

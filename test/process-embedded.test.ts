@@ -90,3 +90,15 @@ t.test('npm start: Ctrl-C to the terminal\'s process group drains with the datab
   t.equal(server.lines.filter((line) => line.msg === 'shutting down').length, 1, 'one signal reached the server')
   t.equal(server.lines.at(-1)?.msg, 'shutdown complete')
 })
+
+t.test('a launcher killed outright takes its server down cleanly, not into orphanhood', async (t) => {
+  const server = await startServerProcess(env, { entry: 'src/launcher.ts', detached: true })
+  const pid = await postmasterPid()
+  server.child.kill('SIGKILL')
+  await server.exit
+
+  // The server writes to the same pipe after the launcher has gone.
+  await eventually(async () => server.lines.at(-1)?.msg === 'shutdown complete', 'the server to shut down')
+  t.ok(server.lines.some((line) => line.msg === 'shutting down' && line.signal === 'SIGTERM'), 'as on SIGTERM')
+  await eventually(async () => !await alive(pid), 'the embedded server to stop')
+})

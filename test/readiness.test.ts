@@ -53,6 +53,8 @@ t.test('an unreachable database: readiness 503 DATABASE_UNAVAILABLE with Retry-A
   t.ok(Number(ready.headers['retry-after']) >= 1, 'Retry-After is set')
   t.equal((await getJson(`${app.url}/health`)).body.code, 'DATABASE_UNAVAILABLE', '/health is readiness')
   t.equal((await getJson(`${app.url}/health/live`)).status, 200, 'liveness never asks the database')
+  const refused = app.logs.find((line) => line.msg === 'request finished' && line.requestId === ready.body.requestId)
+  t.match(refused, { level: 30, status: 503, code: 'DATABASE_UNAVAILABLE' }, 'a refused probe has its line, at info')
   const notReady = app.logs.filter((line) => line.msg === 'not ready')
   t.equal(notReady.length, 1, 'one line when the answer turns, not one a probe')
   t.match(notReady[0], { level: 40, code: 'DATABASE_UNAVAILABLE', err: { message: String } }, 'with the cause')

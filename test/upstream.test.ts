@@ -106,6 +106,11 @@ t.test('a 4xx that is not JSON, such as an HTML error page, answers its text', a
   t.equal(err.code, 'UPSTREAM_FAILED', 'a 2xx must still be JSON')
 })
 
+t.test('a 204 is an answer with no body', async (t) => {
+  const { upstream } = await setup(t)
+  t.same(await upstream.forScope(scopeFor(t)).get('/json', { status: 204 }), { status: 204, body: null })
+})
+
 t.test('a path under the base URL path', async (t) => {
   const demo = await startDemoUpstream()
   const upstream = createUpstream({ baseUrl: `${demo.url}/api/`, connections: 1, bodyLimitBytes: 1024 })
