@@ -55,6 +55,9 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
     // the body did not parse. No handler's input has such a key.
     onProtoPoisoning: 'remove',
     onConstructorPoisoning: 'remove',
+    // Node answers a Host-less HTTP/1.1 request itself, with a bare 400 and no log line; the
+    // hook below refuses it within the contract instead.
+    http: { requireHostHeader: false },
     // A slow upload is bounded too, a little past the longest budget any request can have.
     requestTimeout: config.maxTimeoutMs + 5_000,
     // shutdown.ts answers requests that arrive while closing, as problem+json.
@@ -73,6 +76,10 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
   // Only JSON bodies: text/plain would reach a handler's schema as a string.
   app.removeContentTypeParser('text/plain')
   requestLifecycle(app)
+  app.addHook('onRequest', (request, _reply, done) => {
+    if (request.raw.httpVersion !== '1.1' || request.headers.host !== undefined) return done()
+    done(new HiBeaverError('INVALID_INPUT', 'an HTTP/1.1 request must carry a Host header'))
+  })
   shutdownGate(app)
   app.setErrorHandler((err, request, reply) => {
     // After an abort the scope's reason is the answer, whatever the failure it caused says.

@@ -178,6 +178,7 @@ t.test('requests refused before any route runs still get a problem document and 
 
   for (const [name, head, status, code] of [
     ['a bad content-length', 'POST /handlers/echo HTTP/1.1\r\nhost: x\r\ncontent-length: abc\r\n\r\n', 400, 'INVALID_INPUT'],
+    ['no Host header', 'GET /health/live HTTP/1.1\r\nconnection: close\r\n\r\n', 400, 'INVALID_INPUT'],
     ['headers over the limit', `GET /health HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`, 431, 'HEADERS_TOO_LARGE'],
     ['a URL over the limit', `GET /${'a'.repeat(20_000)} HTTP/1.1\r\nhost: x\r\n\r\n`, 431, 'HEADERS_TOO_LARGE']
   ] as const) {
