@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { STATUS_CODES } from 'node:http'
+import { STATUS_CODES, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyBaseLogger } from 'fastify'
 import { HiBeaverError, type ErrorCode } from './errors.js'
@@ -20,7 +20,19 @@ const DETAILS: Partial<Record<ErrorCode, string>> = {
 const NOBODY_TO_ANSWER = new Set(['ECONNRESET', 'HPE_INVALID_EOF_STATE'])
 
 // Node's own field: the response the socket is writing, or null between requests.
-type InFlightSocket = Socket & { _httpMessage?: unknown }
+type InFlightSocket = Socket & { _httpMessage?: ServerResponse | null }
+
+// The request in flight is still sending its body, and that body is what the parser refused (a
+// malformed chunk): its read fails, so the request is answered 400 through its own route, log
+// line included, and the connection closes after the answer. A request whose body is complete is
+// not at fault (the garbage belongs to a next one) and has no reader left to fail: false.
+function failBodyRead (res: ServerResponse, err: Error): boolean {
+  const req = res.req
+  if (req.complete || req.listenerCount('error') === 0) return false
+  res.setHeader('connection', 'close')
+  req.emit('error', new HiBeaverError('INVALID_INPUT', 'the request body is not valid HTTP', { cause: err }))
+  return true
+}
 
 export function clientErrorHandler (log: FastifyBaseLogger) {
   return function onClientError (err: Error & { code?: string }, socket: InFlightSocket): void {
@@ -28,8 +40,13 @@ export function clientErrorHandler (log: FastifyBaseLogger) {
     // (an aborted upload), whose request gets its own line when its response closes. And an
     // answer written while a response is in flight (garbage pipelined behind a valid request)
     // would be read by the client as that request's answer: the connection is beyond repair.
-    if (!socket.writable || NOBODY_TO_ANSWER.has(err.code ?? '') || socket._httpMessage != null) {
+    if (!socket.writable || NOBODY_TO_ANSWER.has(err.code ?? '')) {
       socket.destroy()
+      return
+    }
+    const inFlight = socket._httpMessage
+    if (inFlight != null) {
+      if (!failBodyRead(inFlight, err)) socket.destroy()
       return
     }
 

@@ -56,6 +56,24 @@ t.test('garbage pipelined behind a request never reaches that request\'s client 
   t.notOk(lines.some((l) => l.parserError !== undefined), 'no line for the garbage')
 })
 
+t.test('a malformed chunk in a body still arriving is that request\'s 400, answered and logged once', async (t) => {
+  const server = await startApp({ handlers: coreHandlers })
+  t.teardown(() => server.close())
+
+  const { socket, received } = await rawConnection(server.port)
+  socket.write('POST /handlers/echo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n' +
+    'x-request-id: bad-chunk-1\r\ntransfer-encoding: chunked\r\n\r\n5\r\n{"mes\r\nZZ\r\n')
+  await once(socket, 'close')
+
+  t.match(received(), /^HTTP\/1\.1 400 /, 'the client that is still waiting gets its answer')
+  t.match(received(), /"code":"INVALID_INPUT"/)
+  t.match(received(), /connection: close/i, 'and the connection, whose parser is spent, closes after it')
+  const line = await server.waitForLog(finished('bad-chunk-1'))
+  t.match(line, { status: 400, outcome: 'error', code: 'INVALID_INPUT' })
+  const lines = await linesSettled(server, 'after-bad-chunk')
+  t.equal(lines.length, 1, 'one line for it, no second parser line')
+})
+
 t.test('garbage on a connection of its own is still answered 400 with a problem document', async (t) => {
   const server = await startApp({ handlers: coreHandlers })
   t.teardown(() => server.close())
