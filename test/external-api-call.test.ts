@@ -40,6 +40,10 @@ function connectionClosed (connectionId: number): Promise<DemoConnectionClosed> 
   })
 }
 
+async function until (condition: () => boolean): Promise<void> {
+  while (!condition()) await new Promise((resolve) => setTimeout(resolve, 5))
+}
+
 const finished = (requestId: string) => (line: LogLine) =>
   line.msg === 'request finished' && line.requestId === requestId
 
@@ -71,6 +75,23 @@ t.test('a client that disconnects closes the upstream connection', async (t) => 
   t.ok((await closed).inFlight, 'the upstream connection closed while its response was pending')
   const line = await server.waitForLog(finished('ext-gone-1'))
   t.equal(line.outcome, 'client_closed')
+})
+
+t.test('with every connection busy, a client that leaves while its call waits is gone from the queue at once', async (t) => {
+  // Four calls hold the four connections; a fifth waits in HiBeaver's admission queue.
+  const holders = Array.from({ length: 4 }, (_, i) =>
+    openPost(url, { path: '/json', query: { delay: '3000' } }, { 'x-request-id': `holder-${i}` }))
+  await until(() => upstream.stats.admitted === 4)
+  const waiter = openPost(url, { path: '/json', query: { delay: '0' } }, { 'x-request-id': 'waiter-1' })
+  await until(() => upstream.stats.waiting === 1)
+
+  waiter.req.destroy()
+  const line = await server.waitForLog(finished('waiter-1'))
+  t.equal(line.outcome, 'client_closed')
+  t.equal(upstream.stats.waiting, 0, 'the queue is empty, though no connection has freed up')
+  t.equal(upstream.stats.admitted, 4, 'the four calls still hold theirs')
+  for (const { req } of holders) req.destroy()
+  await until(() => upstream.stats.admitted === 0)
 })
 
 t.test('a deadline shorter than the upstream delay: 504', async (t) => {

@@ -37,6 +37,17 @@ t.test('the whole process on SIGTERM', async (t) => {
     t.equal(server.lines.at(-1)?.msg, 'shutdown complete', 'the last line')
   })
 
+  t.test('a second signal exits at once, without waiting for the drain', async (t) => {
+    // A long drain holds the first shutdown open for as long as the test could take.
+    const server = await startServerProcess({ ...env, SHUTDOWN_DRAIN_MS: '60000' })
+    server.child.kill('SIGINT')
+    await server.waitForLog((line) => line.msg === 'shutting down')
+    server.child.kill('SIGINT')
+
+    t.equal(await server.exit, 1, 'exits at once, with 1: the shutdown was cut short')
+    t.notOk(server.lines.some((line) => line.msg === 'shutdown complete'), 'it never claimed a complete shutdown')
+  })
+
   t.test('requests past the grace get 503, their queries are cancelled, exit code 0', async (t) => {
     const server = await startServerProcess({ ...env, SHUTDOWN_GRACE_MS: '300' })
     // Hold the idempotency key's row lock, so HiBeaver's insert waits inside PostgreSQL.
