@@ -1,17 +1,17 @@
 import { pino, stdSerializers, type DestinationStream, type Logger } from 'pino'
 
 // Paths whose values never reach a log line: credentials in headers and connection strings.
+// Exact paths only: a wildcard (`*.password`) makes pino walk every field of every line, which
+// measured 4-5 µs a line against 1.4 µs, a tenth of a trivial request. Passwords inside error
+// texts are redacted by the err serializer below.
 const REDACT = [
   'req.headers.authorization',
   'req.headers.cookie',
   'headers.authorization',
   'headers.cookie',
-  '*.password',
   'password',
   'databaseUrl',
-  '*.databaseUrl',
-  'connectionString',
-  '*.connectionString'
+  'connectionString'
 ]
 
 export interface LoggerOptions {
@@ -28,14 +28,6 @@ export function createLogger (options: LoggerOptions): Logger {
     timestamp: pino.stdTimeFunctions.isoTime
   }
   return options.destination === undefined ? pino(settings) : pino(settings, options.destination)
-}
-
-// For logging an address that may carry a password in its user-info part.
-export function redactUrl (value: string): string {
-  if (!URL.canParse(value)) return '[unparseable url]'
-  const url = new URL(value)
-  if (url.password !== '') url.password = 'redacted'
-  return url.toString()
 }
 
 // `scheme://user:password@`, anywhere in a text. The password runs to the last `@` before the

@@ -47,3 +47,18 @@ t.test('an error logged under err has no password in its message, stack, causes 
   t.equal(err.message, 'query failed on postgres://admin:hunter2@10.0.0.5/db', 'the error itself is untouched')
   t.same(err.nested, { url: 'redis://:r3dis@cache' }, 'and so are its objects')
 })
+
+t.test('credential fields are redacted by their names', async (t) => {
+  const { log, lines } = capture()
+  log.info({
+    password: 'pw1',
+    databaseUrl: 'postgres://app:pw2@db/app',
+    connectionString: 'postgres://app:pw3@db/app',
+    headers: { authorization: 'Bearer pw4', cookie: 'session=pw5' },
+    req: { headers: { authorization: 'Bearer pw6', cookie: 'session=pw7' } }
+  }, 'configured')
+
+  const text = JSON.stringify(lines)
+  for (const secret of ['pw1', 'pw2', 'pw3', 'pw4', 'pw5', 'pw6', 'pw7']) t.notOk(text.includes(secret), `${secret} is not logged`)
+  t.match(lines[0], { password: '[redacted]', headers: { authorization: '[redacted]' } })
+})
