@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { STATUS_CODES, type ServerResponse } from 'node:http'
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyBaseLogger } from 'fastify'
 import { HiBeaverError, type ErrorCode } from './errors.js'
@@ -20,7 +20,11 @@ const DETAILS: Partial<Record<ErrorCode, string>> = {
 const NOBODY_TO_ANSWER = new Set(['ECONNRESET', 'HPE_INVALID_EOF_STATE'])
 
 // Node's own field: the response the socket is writing, or null between requests.
-type InFlightSocket = Socket & { _httpMessage?: ServerResponse | null }
+type InFlightSocket = Socket & {
+  _httpMessage?: ServerResponse | null
+  // Node's HTTP parser, and the request it is reading.
+  parser?: { incoming?: IncomingMessage | null } | null
+}
 
 // The request in flight is still sending its body, and that body is what the parser refused (a
 // malformed chunk): its read fails, so the request is answered 400 through its own route, log
@@ -47,6 +51,13 @@ export function clientErrorHandler (log: FastifyBaseLogger) {
     const inFlight = socket._httpMessage
     if (inFlight != null) {
       if (!failBodyRead(inFlight, err)) socket.destroy()
+      return
+    }
+    // Answered already (a 404, a 503 at a concurrency limit) while its body was still arriving:
+    // the bad bytes are that request's, and a second answer would be one too many.
+    const incoming = socket.parser?.incoming
+    if (incoming != null && !incoming.complete) {
+      socket.destroy()
       return
     }
 

@@ -25,10 +25,12 @@ const logger = createLogger({ level: config.logLevel })
 const starting = Promise.resolve().then(async () => await startServer(config, logger))
 
 // A second signal exits at once (close-with-grace); the delay is a last resort past the grace.
+let closing = false
 closeWithGrace({
   delay: config.shutdownDrainMs + config.shutdownGraceMs + 15_000,
   logger: { error: (message: unknown) => logger.error(message) }
 }, async ({ signal, err }) => {
+  closing = true
   if (err !== undefined) logger.error({ err }, 'closing after an uncaught error')
   else logger.info({ signal }, 'shutting down')
   const server = await starting.catch(() => undefined)
@@ -36,10 +38,11 @@ closeWithGrace({
   logger.info('shutdown complete')
 })
 
-// Started by the launcher (src/launcher.ts): its death is a signal to stop too.
+// Started by the launcher (src/launcher.ts): its death is a signal to stop too, unless a stop is
+// under way already, where one more signal would count as the second and cut the drain short.
 if (process.channel !== undefined) {
   process.channel.unref()
-  process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'))
+  process.once('disconnect', () => { if (!closing) process.kill(process.pid, 'SIGTERM') })
 }
 
 starting.catch((err: unknown) => {

@@ -74,6 +74,22 @@ t.test('a malformed chunk in a body still arriving is that request\'s 400, answe
   t.equal(lines.length, 1, 'one line for it, no second parser line')
 })
 
+t.test('a bad chunk after its request was answered (an unknown handler) adds no second answer', async (t) => {
+  const server = await startApp({ handlers: coreHandlers })
+  t.teardown(() => server.close())
+
+  const { socket, received, receive } = await rawConnection(server.port)
+  socket.write('POST /handlers/nope HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n' +
+    'x-request-id: answered-1\r\ntransfer-encoding: chunked\r\n\r\n5\r\n{"mes\r\n')
+  await receive((text) => text.includes('"code":"UNKNOWN_HANDLER"'))
+  socket.write('ZZ\r\n')
+  await once(socket, 'close')
+
+  t.equal(received().match(/HTTP\/1\.1 /g)?.length, 1, 'one answer on the wire')
+  const lines = await linesSettled(server, 'after-answered')
+  t.same(lines.map((line) => [line.requestId, line.status]), [['answered-1', 404]], 'one line, the 404')
+})
+
 t.test('garbage on a connection of its own is still answered 400 with a problem document', async (t) => {
   const server = await startApp({ handlers: coreHandlers })
   t.teardown(() => server.close())

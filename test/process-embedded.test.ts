@@ -91,6 +91,17 @@ t.test('npm start: Ctrl-C to the terminal\'s process group drains with the datab
   t.equal(server.lines.at(-1)?.msg, 'shutdown complete')
 })
 
+t.test('a launcher killed during the drain leaves the drain to finish', async (t) => {
+  const server = await startServerProcess({ ...env, SHUTDOWN_DRAIN_MS: '1000' }, { entry: 'src/launcher.ts', detached: true })
+  server.child.kill('SIGINT')
+  await server.waitForLog((line) => line.msg === 'shutting down')
+  server.child.kill('SIGKILL')
+  await server.exit
+
+  await eventually(async () => server.lines.at(-1)?.msg === 'shutdown complete', 'the server to finish its shutdown')
+  t.same(server.lines.filter((line) => line.level >= 50), [], 'no forced exit: the lifeline is not a second signal')
+})
+
 t.test('a launcher killed outright takes its server down cleanly, not into orphanhood', async (t) => {
   const server = await startServerProcess(env, { entry: 'src/launcher.ts', detached: true })
   const pid = await postmasterPid()
