@@ -192,7 +192,7 @@ t.test('a server without client_connection_check_interval, or refusing its value
   await client.connect()
   t.teardown(() => client.end())
 
-  // PostgreSQL 13 and older answer 42704 for the name, as any server does for an unknown one.
+  // PostgreSQL 13 and older answer 42704 for the name, the code every server gives an unknown one.
   t.equal(await setConnectionCheck(client, 1000, 'hibeaver_no_such_setting'), false, 'unknown parameter (42704)')
   t.equal(await setConnectionCheck(client, -1), false, 'value refused (22023)')
   t.equal(await setConnectionCheck(client, 1500), true, 'supported here')
