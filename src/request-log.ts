@@ -27,38 +27,32 @@ export function track (request: FastifyRequest, reply: FastifyReply): void {
   request.startedAt = performance.now()
   reply.header('x-request-id', request.id)
 
-  let ended = false
-  let forget = noop
+  // In its connection's set until it ends: whichever of the two closes comes first ends it.
+  const inFlight = connectionRequests(request.raw.socket)
   const end = (): void => {
-    if (ended) return
-    ended = true
-    forget()
-    finish(request, reply)
+    if (inFlight.delete(end)) finish(request, reply)
   }
+  inFlight.add(end)
   // The response side, not the request: a request stream closes as soon as its body has been
   // read, while the client is still waiting for its answer (fastify/fastify#6725).
   reply.raw.once('close', end)
-  forget = watchConnection(request.raw.socket, end)
 }
 
 // A pipelined request's response waits in Node's queue, unattached to the socket, and when the
 // socket closes Node never closes it: its 'close' would never come. So each connection gets one
 // listener of its own, however many requests it carries, that ends whatever is still in flight.
-const inFlight = new WeakMap<Socket, Set<() => void>>()
+const requestsOf = new WeakMap<Socket, Set<() => void>>()
 
-function watchConnection (socket: Socket, end: () => void): () => void {
-  let ends = inFlight.get(socket)
+function connectionRequests (socket: Socket): Set<() => void> {
+  let ends = requestsOf.get(socket)
   if (ends === undefined) {
     const pending = new Set<() => void>()
-    socket.once('close', () => { for (const fn of pending) fn() })
-    inFlight.set(socket, pending)
+    socket.once('close', () => { for (const end of pending) end() })
+    requestsOf.set(socket, pending)
     ends = pending
   }
-  ends.add(end)
-  return () => ends.delete(end)
+  return ends
 }
-
-function noop (): void {}
 
 function finish (request: FastifyRequest, reply: FastifyReply): void {
   const clientLeft = !reply.raw.writableFinished

@@ -130,15 +130,16 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   #isStale (err: Error): boolean {
     const code = (err as { code?: unknown }).code
+    if (typeof code !== 'string' || !CLOSED_CODES.has(code)) return false
     // Failed before undici started writing it: the upstream never saw it.
-    if (this.#socket === undefined && this.#stopped === undefined && typeof code === 'string' && CLOSED_CODES.has(code)) return true
-    if (!this.#reused || this.#status !== 0 || typeof code !== 'string' || !CLOSED_CODES.has(code)) return false
+    if (this.#socket === undefined) return this.#stopped === undefined
+    if (!this.#reused || this.#status !== 0) return false
     // A kept socket the upstream had closed fails within a round trip of the write. A failure
     // later than that most likely came from an upstream that read the request and broke while
     // working on it: sending it again could do the work twice.
     if (performance.now() - this.#sentAt > this.#options.staleWindowMs) return false
     // Not one byte of the response may have arrived, not even part of the status line.
-    return this.#socket !== undefined && this.#socket.bytesRead === this.#bytesReadAtSend
+    return this.#socket.bytesRead === this.#bytesReadAtSend
   }
 
   // Destroying the socket with our own error makes undici fail the running request with it.
