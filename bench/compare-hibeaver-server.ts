@@ -56,7 +56,13 @@ subscribe(cpuStopChannel.name, (message) => {
   reportEvent('cpu-stop', { how: (message as CpuStopEvent).how })
 })
 
-const app = await buildApp({ config, logger, handlers: await loadHandlers(HANDLERS_DIR), resources: { http, db, cpu }, readiness })
+const app = await buildApp({
+  config,
+  logger,
+  handlers: await loadHandlers(HANDLERS_DIR),
+  resources: { http, db, cpu },
+  readiness
+})
 await app.listen({ host: '127.0.0.1', port: 0 })
 const { port } = app.server.address() as AddressInfo
 

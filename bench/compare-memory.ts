@@ -31,7 +31,12 @@ const MiB = 2 ** 20
 const UPSTREAM_DELAY_MS = 100
 const LEAVE_AFTER_MS = 20
 
-export async function memory (kind: ServerKind, backends: Backends, demo: DemoUpstream, settings: MemorySettings): Promise<MemoryResult> {
+export async function memory (
+  kind: ServerKind,
+  backends: Backends,
+  demo: DemoUpstream,
+  settings: MemorySettings
+): Promise<MemoryResult> {
   const server = await startBenchServer(kind, backends)
   try {
     const path = '/handlers/external-api-call'

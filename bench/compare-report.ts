@@ -33,7 +33,9 @@ export interface Results {
 }
 
 const n = (value: number, digits = 0) =>
-  Number.isFinite(value) ? value.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : 'n/a'
+  Number.isFinite(value)
+    ? value.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
+    : 'n/a'
 const ms = (value: number) => `${n(value, value < 10 ? 1 : 0)} ms`
 const times = (ours: number, theirs: number) => (theirs === 0 ? 'n/a' : `${n(ours / theirs, 2)}×`)
 const lessBy = (ours: number, theirs: number) =>
@@ -54,7 +56,8 @@ function wasteRows (label: string, unit: string, results: Results['waste']['db']
       lessBy(hibeaver.secondsAfterLeave, naive.secondsAfterLeave)],
     ...cpu,
     [`${label}: disconnect-to-stop p50 / p99`,
-      `${ms(naive.stopMs.p50)} / ${ms(naive.stopMs.p99)}`, `${ms(hibeaver.stopMs.p50)} / ${ms(hibeaver.stopMs.p99)}`, '']
+      `${ms(naive.stopMs.p50)} / ${ms(naive.stopMs.p99)}`,
+      `${ms(hibeaver.stopMs.p50)} / ${ms(hibeaver.stopMs.p99)}`, '']
   ]
 }
 
@@ -67,14 +70,19 @@ function rows (r: Results): Row[] {
       n(r.overhead.bare.rps), n(r.overhead.hibeaver.rps), times(r.overhead.hibeaver.rps, r.overhead.bare.rps)],
     ['Overhead of the request scope alone (naive column: a timer and an AbortController per request)',
       n(r.overhead.timer.rps), n(r.overhead.scope.rps),
-      `${times(r.overhead.scope.rps, r.overhead.bare.rps)} vs ${times(r.overhead.timer.rps, r.overhead.bare.rps)} of bare`],
-    [`Heap growth over ${n(r.overhead.heap.hibeaver.requests)} requests, half cancelled (naive column: AbortSignal.any per request)`,
-      heap(r.overhead.heap.anySignal), heap(r.overhead.heap.hibeaver), '']
+      `${times(r.overhead.scope.rps, r.overhead.bare.rps)} vs ` +
+        `${times(r.overhead.timer.rps, r.overhead.bare.rps)} of bare`],
+    [
+      `Heap growth over ${n(r.overhead.heap.hibeaver.requests)} requests, half cancelled ` +
+        '(naive column: AbortSignal.any per request)',
+      heap(r.overhead.heap.anySignal), heap(r.overhead.heap.hibeaver), ''
+    ]
   ]
   for (const [name, t] of Object.entries(r.throughput)) {
     const failed = (m: typeof t.naive) => (m.errors + m.non2xx > 0 ? ` (${m.errors + m.non2xx} failed)` : '')
     out.push([`Happy path, requests/s: ${name}`,
-      `${n(t.naive.rps)}${failed(t.naive)}`, `${n(t.hibeaver.rps)}${failed(t.hibeaver)}`, times(t.hibeaver.rps, t.naive.rps)])
+      `${n(t.naive.rps)}${failed(t.naive)}`, `${n(t.hibeaver.rps)}${failed(t.hibeaver)}`,
+      times(t.hibeaver.rps, t.naive.rps)])
   }
   out.push(...wasteRows('Database', 'statement seconds', r.waste.db))
   out.push(...wasteRows('CPU', 'CPU seconds', r.waste.cpu))
@@ -82,10 +90,12 @@ function rows (r: Results): Row[] {
 
   const h = r.health
   out.push(['`GET /health` p99 while the CPU handler is saturated (idle p99)',
-    `${ms(h.naive.saturated.p99)} (${ms(h.naive.idle.p99)})`, `${ms(h.hibeaver.saturated.p99)} (${ms(h.hibeaver.idle.p99)})`,
+    `${ms(h.naive.saturated.p99)} (${ms(h.naive.idle.p99)})`,
+    `${ms(h.hibeaver.saturated.p99)} (${ms(h.hibeaver.idle.p99)})`,
     lessBy(h.hibeaver.saturated.p99, h.naive.saturated.p99)])
   out.push(['Calculations answered meanwhile, requests/s',
-    n(h.naive.calculationRps, 1), n(h.hibeaver.calculationRps, 1), times(h.hibeaver.calculationRps, h.naive.calculationRps)])
+    n(h.naive.calculationRps, 1), n(h.hibeaver.calculationRps, 1),
+    times(h.hibeaver.calculationRps, h.naive.calculationRps)])
 
   const m = r.memory
   const rss = (x: MemoryResult) => `${n(x.rssBeforeMiB)} → ${n(x.rssAfterMiB)} MiB (peak ${n(x.peakRssMiB)})`
@@ -144,7 +154,12 @@ export function toSvg (r: Results): string {
   const figures: Array<[string, number, number, string]> = [
     ['database seconds wasted', r.waste.db.naive.secondsAfterLeave, r.waste.db.hibeaver.secondsAfterLeave, 's'],
     ['CPU seconds wasted', r.waste.cpu.naive.secondsAfterLeave, r.waste.cpu.hibeaver.secondsAfterLeave, 's'],
-    ['upstream seconds wasted', r.waste.upstream.naive.secondsAfterLeave, r.waste.upstream.hibeaver.secondsAfterLeave, 's'],
+    [
+      'upstream seconds wasted',
+      r.waste.upstream.naive.secondsAfterLeave,
+      r.waste.upstream.hibeaver.secondsAfterLeave,
+      's'
+    ],
     ['database stop p99', r.waste.db.naive.stopMs.p99, r.waste.db.hibeaver.stopMs.p99, 'ms'],
     ['CPU stop p99', r.waste.cpu.naive.stopMs.p99, r.waste.cpu.hibeaver.stopMs.p99, 'ms'],
     ['upstream stop p99', r.waste.upstream.naive.stopMs.p99, r.waste.upstream.hibeaver.stopMs.p99, 'ms'],

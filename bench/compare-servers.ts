@@ -36,7 +36,10 @@ const FILES: Record<ServerKind, string> = {
 export const APP_NAMES: Record<ServerKind, string> = { naive: 'hibeaver-naive', hibeaver: 'hibeaver-bench' }
 
 export async function startBenchServer (kind: ServerKind, backends: Backends): Promise<BenchServer> {
-  const child: ChildServer = await startChild(FILES[kind], [backends.databaseUrl, backends.upstreamUrl, APP_NAMES[kind]])
+  const child: ChildServer = await startChild(
+    FILES[kind],
+    [backends.databaseUrl, backends.upstreamUrl, APP_NAMES[kind]]
+  )
   const pid = child.child.pid
   if (pid === undefined) {
     await child.stop()

@@ -19,7 +19,11 @@ export const THROUGHPUT_CASES: readonly ThroughputCase[] = [
     path: '/handlers/data-retrieval',
     body: { query: 'source-percentiles', params: { from: '2025-01-10T00:00:00Z', to: '2025-01-11T00:00:00Z' } }
   },
-  { name: 'complex-calculation count-primes 10^7', path: '/handlers/complex-calculation', body: { task: 'count-primes', below: 10_000_000 } }
+  {
+    name: 'complex-calculation count-primes 10^7',
+    path: '/handlers/complex-calculation',
+    body: { task: 'count-primes', below: 10_000_000 }
+  }
 ]
 
 export interface ThroughputSettings {
@@ -32,7 +36,10 @@ export type Measured = Pick<LoadResult, 'rps' | 'p50Ms' | 'p99Ms' | 'errors' | '
 
 export type ThroughputResult = Record<string, Record<ServerKind, Measured> & { ratio: number }>
 
-export async function throughput (servers: readonly BenchServer[], settings: ThroughputSettings): Promise<ThroughputResult> {
+export async function throughput (
+  servers: readonly BenchServer[],
+  settings: ThroughputSettings
+): Promise<ThroughputResult> {
   const out: ThroughputResult = {}
   for (const c of THROUGHPUT_CASES) {
     const runs = new Map<ServerKind, LoadResult[]>()
@@ -40,7 +47,12 @@ export async function throughput (servers: readonly BenchServer[], settings: Thr
       // Alternate who goes first, so neither always runs on a cooler machine.
       const order = r % 2 === 0 ? servers : [...servers].reverse()
       for (const server of order) {
-        const options = { url: server.url, path: c.path, body: JSON.stringify(c.body), connections: settings.connections }
+        const options = {
+          url: server.url,
+          path: c.path,
+          body: JSON.stringify(c.body),
+          connections: settings.connections
+        }
         await load({ ...options, durationS: 1 })
         const result = await load({ ...options, durationS: settings.durationS })
         runs.set(server.kind, [...runs.get(server.kind) ?? [], result])

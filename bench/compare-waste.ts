@@ -51,7 +51,11 @@ export const HEAVY_REPORT = {
 }
 
 // The month's report, several hundred ms each on the seeded table.
-export async function databaseWaste (server: BenchServer, sampler: ActivitySampler, settings: WaveSettings): Promise<WasteResult> {
+export async function databaseWaste (
+  server: BenchServer,
+  sampler: ActivitySampler,
+  settings: WaveSettings
+): Promise<WasteResult> {
   const request = posted('/handlers/data-retrieval', HEAVY_REPORT)
   let work = 0
   let seconds = 0
@@ -65,7 +69,9 @@ export async function databaseWaste (server: BenchServer, sampler: ActivitySampl
     const before = await cpuSecondsOf(sampler.pids(server.app))
     await sampler.waitIdle(server.app, leftAt, 120_000)
     await waitQuiet(server, 'db')
-    for (const [pid, after] of await cpuSecondsOf(sampler.pids(server.app))) backendCpu += after - (before.get(pid) ?? 0)
+    for (const [pid, after] of await cpuSecondsOf(sampler.pids(server.app))) {
+      backendCpu += after - (before.get(pid) ?? 0)
+    }
 
     for (const statement of sampler.statements(server.app, sentAt)) {
       const endedAt = statement.endedAt ?? Date.now()
@@ -112,7 +118,11 @@ export const SLOW_UPSTREAM_MS = 1000
 interface Served { receivedAt: number, connectionId: number, closedAt?: number }
 
 // An upstream that takes a second to answer.
-export async function upstreamWaste (server: BenchServer, demo: DemoUpstream, settings: WaveSettings): Promise<WasteResult> {
+export async function upstreamWaste (
+  server: BenchServer,
+  demo: DemoUpstream,
+  settings: WaveSettings
+): Promise<WasteResult> {
   let seconds = 0
   let work = 0
   const stops: number[] = []
@@ -120,7 +130,10 @@ export async function upstreamWaste (server: BenchServer, demo: DemoUpstream, se
   for (let wave = 0; wave < settings.waves; wave++) {
     const tag = `${server.kind}-${wave}`
     const served = watchUpstream(demo, tag)
-    const request = posted('/handlers/external-api-call', { path: '/json', query: { delay: SLOW_UPSTREAM_MS, wave: tag } })
+    const request = posted('/handlers/external-api-call', {
+      path: '/json',
+      query: { delay: SLOW_UPSTREAM_MS, wave: tag }
+    })
     const { leftAtEpoch } = await abandonWave(server.url, Array(settings.perWave).fill(request), LEAVE_AFTER_MS)
     const ends = await served.settled(settings.perWave, leftAtEpoch, SLOW_UPSTREAM_MS + 10_000)
     served.stop()

@@ -23,7 +23,9 @@ const GRACE_MS = 50
 const THROUGHPUT_BELOW = 100_000_000
 const THROUGHPUT_TASKS = 8
 
-const countPrimesTask = cpuTask<typeof countPrimes>(import.meta.url, '../handlers/complex-calculation.task', 'countPrimes')
+const countPrimesTask = cpuTask<typeof countPrimes>(
+  import.meta.url, '../handlers/complex-calculation.task', 'countPrimes'
+)
 
 const stubbornProgress = newProgress()
 const stubborn = defineHandler({
@@ -90,7 +92,8 @@ async function stopLatency (kind: 'cooperative' | 'terminated') {
   return {
     kind,
     graceMs: GRACE_MS,
-    outcomes: Object.fromEntries(['cooperative', 'terminated', 'dequeued'].map((how) => [how, rounds.filter((r) => r.how === how).length])),
+    outcomes: Object.fromEntries(['cooperative', 'terminated', 'dequeued'].map((how) =>
+      [how, rounds.filter((r) => r.how === how).length])),
     disconnectToStopMs: summary(rounds.map((r) => r.disconnectToStopMs)),
     abortToStopMs: summary(rounds.map((r) => r.abortToStopMs)),
     nextTaskMs: summary(rounds.map((r) => r.nextTaskMs)),

@@ -155,7 +155,11 @@ async function callsPerSecond (call: () => Promise<unknown>, seconds: number): P
 async function adapterThroughput () {
   const db = createDatabase({ connectionString: url, poolMax: CONCURRENCY })
   const pool = new pg.Pool({ connectionString: url, max: CONCURRENCY })
-  const spec = { name: 'event', text: 'SELECT id, occurred_at, type, source, duration_ms, payload FROM events WHERE id = $1', values: [4242] }
+  const spec = {
+    name: 'event',
+    text: 'SELECT id, occurred_at, type, source, duration_ms, payload FROM events WHERE id = $1',
+    values: [4242]
+  }
   const viaAdapter = async () => {
     const scope = createScope({ budgetMs: 10_000 })
     try {
@@ -205,7 +209,9 @@ async function handlerThroughput () {
       await load({ ...options, durationS: 1 })
       const result = await load({ ...options, durationS: DURATION_S })
       await server.stop()
-      if (result.errors > 0 || result.non2xx > 0) throw new Error(`${name}: ${result.non2xx} non-2xx, ${result.errors} errors`)
+      if (result.errors > 0 || result.non2xx > 0) {
+        throw new Error(`${name}: ${result.non2xx} non-2xx, ${result.errors} errors`)
+      }
       rps[name].push(result.rps)
       p99[name].push(result.p99Ms)
     }
@@ -233,7 +239,13 @@ const started = Date.now()
 try {
   const { rows } = await observer.query<{ version: string }>('SHOW server_version')
   const results = {
-    machine: { node: process.version, cpus: availableParallelism(), postgres: rows[0]?.version, events: seeded.inserted, seedMs: seeded.durationMs },
+    machine: {
+      node: process.version,
+      cpus: availableParallelism(),
+      postgres: rows[0]?.version,
+      events: seeded.inserted,
+      seedMs: seeded.durationMs
+    },
     disconnect: { hibeaver: await disconnectHibeaver(), bare: await disconnectBare() },
     adapterRps: await adapterThroughput(),
     handlerRps: await handlerThroughput(),

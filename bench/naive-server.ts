@@ -66,7 +66,9 @@ async function counted<T> (resource: keyof typeof busy, work: () => Promise<T>):
 async function retrieve (input: DataInput) {
   switch (input.query) {
     case 'event': {
-      const { rows } = await pool.query<Record<string, unknown>>({ name: 'event', text: EVENT, values: [input.params.id] })
+      const { rows } = await pool.query<Record<string, unknown>>({
+        name: 'event', text: EVENT, values: [input.params.id]
+      })
       return { event: rows[0] ?? null }
     }
     case 'event-counts': {
@@ -79,7 +81,11 @@ async function retrieve (input: DataInput) {
       const { rows } = await pool.query<{ source: string, count: string, p: number[] }>({
         name: 'source-percentiles', text: SOURCE_PERCENTILES, values: [from, to, sources ?? null]
       })
-      return { from, to, sources: rows.map(({ source, count, p }) => ({ source, count: Number(count), p50: p[0], p95: p[1], p99: p[2] })) }
+      return {
+        from,
+        to,
+        sources: rows.map(({ source, count, p }) => ({ source, count: Number(count), p50: p[0], p95: p[1], p99: p[2] }))
+      }
     }
   }
 }
@@ -90,7 +96,11 @@ async function fetchUpstream (input: { path: string, query?: Record<string, unkn
     for (const item of Array.isArray(value) ? value : [value]) search.append(key, String(item))
   }
   const query = search.size > 0 ? `?${search.toString()}` : ''
-  const res = await upstream.request({ method: 'GET', path: input.path + query, headers: { accept: 'application/json' } })
+  const res = await upstream.request({
+    method: 'GET',
+    path: input.path + query,
+    headers: { accept: 'application/json' }
+  })
   return { status: res.statusCode, body: await res.body.json() }
 }
 
@@ -114,7 +124,10 @@ function route<T> (handler: AnyHandler, run: (input: T) => unknown) {
 }
 
 const app = Fastify({ logger: false })
-app.post('/handlers/external-api-call', route(externalApiCall, (input: { path: string }) => counted('http', () => fetchUpstream(input))))
+app.post(
+  '/handlers/external-api-call',
+  route(externalApiCall, (input: { path: string }) => counted('http', () => fetchUpstream(input)))
+)
 app.post('/handlers/data-retrieval', route(dataRetrieval, (input: DataInput) => counted('db', () => retrieve(input))))
 app.post('/handlers/complex-calculation', route(complexCalculation, calculate))
 app.get('/health', async () => ({ status: 'ok' }))

@@ -43,7 +43,10 @@ const wait = defineHandler({
 
 function bare (logged = false): FastifyInstance {
   // Logged: Fastify's default request lines (two per request) into the same sink as HiBeaver's.
-  const loggerInstance: FastifyBaseLogger = createLogger({ level: logged ? 'info' : 'silent', destination: { write: () => true } })
+  const loggerInstance: FastifyBaseLogger = createLogger({
+    level: logged ? 'info' : 'silent',
+    destination: { write: () => true }
+  })
   const app = Fastify({ loggerInstance })
   app.post('/handlers/noop', async () => ({ data: { ok: true } }))
   return app
@@ -125,7 +128,11 @@ const spin = defineHandler({
 
 async function hibeaver (level: string, unshed = false): Promise<FastifyInstance> {
   const pressure = unshed
-    ? { PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0', PRESSURE_MAX_EVENT_LOOP_UTILIZATION: '0', PRESSURE_SAMPLE_INTERVAL_MS: '100' }
+    ? {
+        PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0',
+        PRESSURE_MAX_EVENT_LOOP_UTILIZATION: '0',
+        PRESSURE_SAMPLE_INTERVAL_MS: '100'
+      }
     : {}
   const config = loadConfig({ LOG_LEVEL: level, DEFAULT_TIMEOUT_MS: String(BUDGET_MS), ...pressure })
   // Log lines go nowhere, but are still made and serialised when the level lets them through.

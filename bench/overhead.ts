@@ -30,7 +30,9 @@ Promise<Record<string, VariantThroughput>> {
       try {
         await load({ url: server.url, path: '/handlers/noop', durationS: 1 })
         const result = await load({ url: server.url, path: '/handlers/noop', durationS })
-        if (result.errors > 0 || result.non2xx > 0) throw new Error(`${variant}: ${result.non2xx} non-2xx, ${result.errors} errors`)
+        if (result.errors > 0 || result.non2xx > 0) {
+          throw new Error(`${variant}: ${result.non2xx} non-2xx, ${result.errors} errors`)
+        }
         rps[variant]?.push(round(result.rps, 0))
       } finally {
         await server.stop()
@@ -86,7 +88,12 @@ export async function heapOverCancelled (variant: string, total: number): Promis
     const rssBefore = await server.ask<number>('rss')
 
     await load({ url: server.url, path: '/handlers/noop', amount: total / 2 })
-    await load({ url: server.url, path: '/handlers/wait', amount: total / 2 - total / 20, headers: { 'x-request-timeout-ms': '1' } })
+    await load({
+      url: server.url,
+      path: '/handlers/wait',
+      amount: total / 2 - total / 20,
+      headers: { 'x-request-timeout-ms': '1' }
+    })
     await abandonMany(server.url, total / 20)
 
     const after = await server.ask<number>('heap')

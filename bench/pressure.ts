@@ -27,7 +27,13 @@ try {
       const sampler = setInterval(() => {
         server.ask<Reading>('pressure').then((r) => readings.push(r), () => {})
       }, 200)
-      const result = await load({ url: server.url, path: scenario.path, body: scenario.body, connections, durationS: DURATION_S })
+      const result = await load({
+        url: server.url,
+        path: scenario.path,
+        body: scenario.body,
+        connections,
+        durationS: DURATION_S
+      })
       clearInterval(sampler)
       const delays = readings.map((r) => r.eventLoopDelay).filter(Number.isFinite)
       rows.push({

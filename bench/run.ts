@@ -15,9 +15,13 @@ import { healthUnderLoad } from './compare-health.js'
 import { memory } from './compare-memory.js'
 import { overhead } from './compare-overhead.js'
 import { toMarkdown, toSvg, type Machine, type Results } from './compare-report.js'
-import { APP_NAMES, SERVER_KINDS, startBenchServer, type Backends, type BenchServer, type ServerKind } from './compare-servers.js'
+import {
+  APP_NAMES, SERVER_KINDS, startBenchServer, type Backends, type BenchServer, type ServerKind
+} from './compare-servers.js'
 import { THROUGHPUT_CASES, throughput } from './compare-throughput.js'
-import { cpuWaste, databaseWaste, HEAVY_CALCULATION, HEAVY_REPORT, LEAVE_AFTER_MS, SLOW_UPSTREAM_MS, upstreamWaste } from './compare-waste.js'
+import {
+  cpuWaste, databaseWaste, HEAVY_CALCULATION, HEAVY_REPORT, LEAVE_AFTER_MS, SLOW_UPSTREAM_MS, upstreamWaste
+} from './compare-waste.js'
 import { SATURATING_CALCULATION } from './compare-health.js'
 import { startBenchPostgres } from './lib/bench-postgres.js'
 import { ActivitySampler } from './lib/pg-activity.js'
@@ -106,7 +110,10 @@ async function startServers (backends: Backends): Promise<Record<ServerKind, Ben
   return servers as Record<ServerKind, BenchServer>
 }
 
-async function both<T> (servers: Record<ServerKind, BenchServer>, run: (server: BenchServer) => Promise<T>): Promise<Record<ServerKind, T>> {
+async function both<T> (
+  servers: Record<ServerKind, BenchServer>,
+  run: (server: BenchServer) => Promise<T>
+): Promise<Record<ServerKind, T>> {
   return { naive: await run(servers.naive), hibeaver: await run(servers.hibeaver) }
 }
 

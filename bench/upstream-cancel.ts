@@ -11,7 +11,9 @@ import { fileURLToPath } from 'node:url'
 import { Pool } from 'undici'
 import { abortReasons } from '../src/errors.js'
 import { createScope } from '../src/request-scope.js'
-import { startDemoUpstream, type DemoConnectionClosed, type DemoRequest, type DemoUpstream } from '../src/demo-upstream.js'
+import {
+  startDemoUpstream, type DemoConnectionClosed, type DemoRequest, type DemoUpstream
+} from '../src/demo-upstream.js'
 import { createUpstream } from '../src/upstream.js'
 import { startChild } from './lib/child.js'
 import { load } from './lib/load.js'
@@ -85,7 +87,10 @@ async function disconnectInProcess (): Promise<number[]> {
 }
 
 // The naive baseline never closes the upstream connection; count how many did within 1 s.
-async function bareLeftOpen (serverUrl: string, attempts: number): Promise<{ attempts: number, closedWithin1s: number }> {
+async function bareLeftOpen (
+  serverUrl: string,
+  attempts: number
+): Promise<{ attempts: number, closedWithin1s: number }> {
   let closedWithin1s = 0
   for (let i = 0; i < attempts; i++) {
     const arrived = nextRequest()
@@ -153,7 +158,9 @@ async function handlerThroughput () {
       await load({ ...options, durationS: 1 })
       const result = await load({ ...options, durationS: DURATION_MS / 1000 })
       await server.stop()
-      if (result.errors > 0 || result.non2xx > 0) throw new Error(`${variant}: ${result.non2xx} non-2xx, ${result.errors} errors`)
+      if (result.errors > 0 || result.non2xx > 0) {
+        throw new Error(`${variant}: ${result.non2xx} non-2xx, ${result.errors} errors`)
+      }
       samples[variant].push(result.rps)
     }
   }

@@ -18,7 +18,12 @@ const CONNECTIONS = 32
 async function hibeaver (): Promise<FastifyInstance> {
   const config = loadConfig({ LOG_LEVEL: 'silent', PRESSURE_MAX_EVENT_LOOP_DELAY_MS: '0' })
   const http = createUpstream({ baseUrl: upstreamUrl, connections: CONNECTIONS, bodyLimitBytes: 1024 * 1024 })
-  return await buildApp({ config, handlers: [externalApiCall], resources: { http }, logger: createLogger({ level: 'silent' }) })
+  return await buildApp({
+    config,
+    handlers: [externalApiCall],
+    resources: { http },
+    logger: createLogger({ level: 'silent' })
+  })
 }
 
 function bare (): FastifyInstance {

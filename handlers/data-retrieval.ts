@@ -90,7 +90,13 @@ export default defineHandler({
       }
       case 'source-percentiles': {
         const { rows } = await ctx.db.query<PercentileRow>(queries['source-percentiles'](input.params))
-        const sources = rows.map(({ source, count, p }) => ({ source, count, p50: ms(p[0]), p95: ms(p[1]), p99: ms(p[2]) }))
+        const sources = rows.map(({ source, count, p }) => ({
+          source,
+          count,
+          p50: ms(p[0]),
+          p95: ms(p[1]),
+          p99: ms(p[2])
+        }))
         return { from: input.params.from, to: input.params.to, sources }
       }
     }

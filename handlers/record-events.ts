@@ -107,7 +107,11 @@ async function record (tx: Queryable, batch: Batch, hash: string): Promise<Recor
     duration_ms: event.durationMs,
     payload: event.payload ?? null
   }))
-  const inserted = await tx.query<{ id: number }>({ name: 'record-events:insert', text: INSERT, values: [JSON.stringify(rows)] })
+  const inserted = await tx.query<{ id: number }>({
+    name: 'record-events:insert',
+    text: INSERT,
+    values: [JSON.stringify(rows)]
+  })
   const ids = inserted.rows.map((row) => row.id).sort((a, b) => a - b)
   const result = { recorded: ids.length, ids }
   await tx.query({ name: 'record-events:result', text: RESULT, values: [batch.idempotencyKey, result] })
@@ -121,7 +125,10 @@ async function replay (tx: Queryable, key: string, hash: string): Promise<Record
   const first = rows[0]
   if (first === undefined) throw new Error('an idempotency key vanished between claim and read')
   if (first.requestHash !== hash) {
-    throw new HiBeaverError('IDEMPOTENCY_KEY_REUSED', 'this idempotencyKey was used before for a different batch of events')
+    throw new HiBeaverError(
+      'IDEMPOTENCY_KEY_REUSED',
+      'this idempotencyKey was used before for a different batch of events'
+    )
   }
   return { idempotencyKey: key, ...first.result, replayed: true }
 }

@@ -38,7 +38,9 @@ const lostConnections = new WeakMap<ClientBase, unknown>()
 
 export function watchConnection (client: ClientBase): void {
   client.on('error', (err) => { if (!lostConnections.has(client)) lostConnections.set(client, err) })
-  client.on('end', () => { if (!lostConnections.has(client)) lostConnections.set(client, new Error('connection ended')) })
+  client.on('end', () => {
+    if (!lostConnections.has(client)) lostConnections.set(client, new Error('connection ended'))
+  })
 }
 
 // node-postgres sets this once ReadyForQuery has brought the session's new transaction status;

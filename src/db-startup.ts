@@ -72,7 +72,10 @@ async function startEmbedded (options: StartDatabaseOptions): Promise<EmbeddedPo
     onLog: (line) => options.log?.debug({ line }, 'postgres')
   })
   if (embedded.orphanStopped !== undefined) {
-    options.log?.warn({ pid: embedded.orphanStopped, dataDir: embedded.dataDir }, 'stopped an embedded postgres left running by an earlier process')
+    options.log?.warn(
+      { pid: embedded.orphanStopped, dataDir: embedded.dataDir },
+      'stopped an embedded postgres left running by an earlier process'
+    )
   }
   options.log?.info({ dataDir: embedded.dataDir, port: embedded.port }, 'embedded postgres started')
   return embedded

@@ -219,7 +219,12 @@ function sendEcho (res: ServerResponse, status: number, info: DemoRequest, size:
     res.end()
     return
   }
-  const base = { path: info.path, query: info.query, requestId: info.requestId ?? null, timeoutMs: info.timeoutMs ?? null }
+  const base = {
+    path: info.path,
+    query: info.query,
+    requestId: info.requestId ?? null,
+    timeoutMs: info.timeoutMs ?? null
+  }
   const empty = JSON.stringify({ ...base, padding: '' })
   const room = size - empty.length
   if (room <= 0) return sendJson(res, status, base)

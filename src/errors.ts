@@ -82,7 +82,8 @@ export const abortReasons = {
   deadline: (budgetMs: number) =>
     new HiBeaverError('DEADLINE_EXCEEDED', `the request did not finish within its ${budgetMs} ms budget`),
   shuttingDown: () => new HiBeaverError('SHUTTING_DOWN', 'the server is shutting down'),
-  finished: () => new HiBeaverError('REQUEST_FINISHED', 'the request has been answered; work it left running is stopped')
+  finished: () =>
+    new HiBeaverError('REQUEST_FINISHED', 'the request has been answered; work it left running is stopped')
 }
 
 export const invalidInput = (detail: string, details?: Record<string, unknown>) =>

@@ -107,7 +107,10 @@ function runner (options: HandlerRoutesOptions) {
     const parsed = handler.input.safeParse(request.body)
     if (!parsed.success) {
       throw invalidInput('the body does not match the handler\'s input', {
-        errors: parsed.error.issues.map((issue: z.core.$ZodIssue) => ({ path: issue.path.join('.'), message: issue.message }))
+        errors: parsed.error.issues.map((issue: z.core.$ZodIssue) => ({
+          path: issue.path.join('.'),
+          message: issue.message
+        }))
       })
     }
 

@@ -37,8 +37,15 @@ export async function health (app: FastifyInstance, pressure: Config['pressure']
   const noteChange = (failure: HiBeaverError | undefined): void => {
     if (failure?.code === lastCode) return
     lastCode = failure?.code
-    if (failure === undefined) app.log.info('ready again')
-    else app.log.warn({ code: failure.code, detail: failure.message, ...(failure.cause === undefined ? {} : { err: failure.cause }) }, 'not ready')
+    if (failure === undefined) {
+      app.log.info('ready again')
+    } else {
+      app.log.warn({
+        code: failure.code,
+        detail: failure.message,
+        ...(failure.cause === undefined ? {} : { err: failure.cause })
+      }, 'not ready')
+    }
   }
 
   const ready = async (_request: unknown, reply: FastifyReply) => {

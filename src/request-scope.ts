@@ -178,7 +178,10 @@ export class ScopeManager {
 
   constructor (options: ScopeManagerOptions = {}) {
     this.clock = options.clock ?? monotonicClock
-    this.wheel = new DeadlineWheel({ clock: this.clock, ...(options.tickMs === undefined ? {} : { tickMs: options.tickMs }) })
+    this.wheel = new DeadlineWheel({
+      clock: this.clock,
+      ...(options.tickMs === undefined ? {} : { tickMs: options.tickMs })
+    })
   }
 
   get live (): number {

@@ -32,7 +32,9 @@ export function basePathOf (baseUrl: URL): string {
 export function upstreamTarget (basePath: string, path: unknown, query: UpstreamQuery = {}): string {
   const search = queryString(query)
   const target = `${basePath}${checkedPath(path)}${search === '' ? '' : `?${search}`}`
-  if (target.length > MAX_TARGET_LENGTH) throw invalidInput(`the upstream target exceeds ${MAX_TARGET_LENGTH} characters`)
+  if (target.length > MAX_TARGET_LENGTH) {
+    throw invalidInput(`the upstream target exceeds ${MAX_TARGET_LENGTH} characters`)
+  }
   return target
 }
 
@@ -73,7 +75,9 @@ function queryString (query: UpstreamQuery): string {
 
   const params = new URLSearchParams()
   for (const [key, value] of Object.entries(query)) {
-    if (key.length === 0 || CONTROL.test(key)) throw invalidInput('query keys must be non-empty, without control characters')
+    if (key.length === 0 || CONTROL.test(key)) {
+      throw invalidInput('query keys must be non-empty, without control characters')
+    }
     const values = Array.isArray(value) ? value as readonly unknown[] : [value]
     for (const item of values) params.append(key, queryValue(key, item))
   }
@@ -84,5 +88,7 @@ function queryValue (key: string, value: unknown): string {
   if (typeof value === 'number' && Number.isFinite(value)) return String(value)
   if (typeof value === 'boolean') return String(value)
   if (typeof value === 'string' && !CONTROL.test(value)) return value
-  throw invalidInput(`query value of "${key}" must be a string without control characters, a finite number or a boolean`)
+  throw invalidInput(
+    `query value of "${key}" must be a string without control characters, a finite number or a boolean`
+  )
 }

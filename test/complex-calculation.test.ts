@@ -33,7 +33,9 @@ const crash = defineHandler({
 
 // Runs a long count beside a task that fails: Promise.all answers with the failure while the
 // count is still running, which nothing awaits any more.
-const countPrimesTask = cpuTask<typeof countPrimes>(import.meta.url, '../handlers/complex-calculation.task', 'countPrimes')
+const countPrimesTask = cpuTask<typeof countPrimes>(
+  import.meta.url, '../handlers/complex-calculation.task', 'countPrimes'
+)
 const halfFailed = defineHandler({
   name: 'half-failed',
   description: 'a long count and a failing task side by side',
@@ -127,7 +129,10 @@ t.test('deadline: 504 DEADLINE_EXCEEDED, and the task stopped', async (t) => {
   const { url, cpu } = await server(t, { graceMs: LONG })
   const stopped = nextStop('late-1')
 
-  const res = await postJson(handlerUrl(url), primes(FOREVER), { 'x-request-timeout-ms': '300', 'x-request-id': 'late-1' })
+  const res = await postJson(handlerUrl(url), primes(FOREVER), {
+    'x-request-timeout-ms': '300',
+    'x-request-id': 'late-1'
+  })
   t.equal(res.status, 504)
   t.equal(res.body.code, 'DEADLINE_EXCEEDED')
   t.equal((await stopped).how, 'cooperative')

@@ -110,7 +110,10 @@ t.test('a task whose deadline passes while it waits never starts', async (t) => 
   const waiting = scope(100)
   const progress = newProgress()
   const stop = nextStop(waiting.requestId)
-  const result = cpu.forScope(waiting).run(tasks.spin, { progress: progress.buffer as SharedArrayBuffer, cooperative: true })
+  const result = cpu.forScope(waiting).run(tasks.spin, {
+    progress: progress.buffer as SharedArrayBuffer,
+    cooperative: true
+  })
   t.equal(cpu.stats().queued, 1)
 
   t.ok(hasCode(await result.catch((err: unknown) => err), 'DEADLINE_EXCEEDED'))
@@ -136,7 +139,10 @@ t.test('a task whose deadline passed before the shared timer noticed is never st
   t.teardown(() => waiting.dispose())
   const progress = newProgress()
   const stop = nextStop(waiting.requestId)
-  const result = cpu.forScope(waiting).run(tasks.spin, { progress: progress.buffer as SharedArrayBuffer, cooperative: true })
+  const result = cpu.forScope(waiting).run(tasks.spin, {
+    progress: progress.buffer as SharedArrayBuffer,
+    cooperative: true
+  })
   result.catch(() => {})
   t.equal(cpu.stats().queued, 1)
 
@@ -165,7 +171,8 @@ t.test('a task still running when its request is answered is stopped', async (t)
   t.equal(chunks(progress), frozen, 'no chunk of work after the stop')
 
   const late = cpu.forScope(s).run(tasks.echo, 'after the answer')
-  t.ok(hasCode(await late.catch((err: unknown) => err), 'REQUEST_FINISHED'), 'nor does a finished request start new work')
+  t.ok(hasCode(await late.catch((err: unknown) => err), 'REQUEST_FINISHED'),
+    'nor does a finished request start new work')
 })
 
 t.test('a full queue answers OVERLOADED at once, and the task never starts', async (t) => {
@@ -176,7 +183,10 @@ t.test('a full queue answers OVERLOADED at once, and the task never starts', asy
   const second = cpu.forScope(queued).run(tasks.echo, 'queued')
 
   const progress = newProgress()
-  const refused = cpu.forScope(scope()).run(tasks.spin, { progress: progress.buffer as SharedArrayBuffer, cooperative: true })
+  const refused = cpu.forScope(scope()).run(tasks.spin, {
+    progress: progress.buffer as SharedArrayBuffer,
+    cooperative: true
+  })
   const { atOnce, error } = await settledAtOnce(refused)
   t.ok(atOnce)
   t.ok(hasCode(error, 'OVERLOADED'))
@@ -226,8 +236,10 @@ t.test('a scope aborted before run() never reaches a worker', async (t) => {
   s.abort(reason)
   const progress = newProgress()
 
-  const error = await cpu.forScope(s).run(tasks.spin, { progress: progress.buffer as SharedArrayBuffer, cooperative: true })
-    .catch((err: unknown) => err)
+  const error = await cpu.forScope(s).run(tasks.spin, {
+    progress: progress.buffer as SharedArrayBuffer,
+    cooperative: true
+  }).catch((err: unknown) => err)
   t.equal(error, reason)
   await echoThread(cpu)
   t.equal(Atomics.load(progress, progressSlot.STARTS), 0)
@@ -238,7 +250,11 @@ t.test('faults fail only their own request, with INTERNAL, and the pool keeps se
   const cases = [
     { name: 'a throw', run: (s: RequestScope) => cpu.forScope(s).run(tasks.fail, 'fixture failure'), replaced: false },
     { name: 'process.exit', run: (s: RequestScope) => cpu.forScope(s).run(tasks.exitWorker, 7), replaced: true },
-    { name: 'running out of memory', run: (s: RequestScope) => cpu.forScope(s).run(tasks.exhaustMemory, undefined), replaced: true }
+    {
+      name: 'running out of memory',
+      run: (s: RequestScope) => cpu.forScope(s).run(tasks.exhaustMemory, undefined),
+      replaced: true
+    }
   ]
   for (const { name, run, replaced } of cases) {
     const before = await echoThread(cpu)

@@ -27,7 +27,12 @@ interface Answer {
   headers: Headers
 }
 
-async function post (app: StartedApp, body: unknown, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<Answer> {
+async function post (
+  app: StartedApp,
+  body: unknown,
+  headers: Record<string, string> = {},
+  signal?: AbortSignal
+): Promise<Answer> {
   const response = await fetch(`${app.url}/handlers/data-retrieval`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...headers },
@@ -68,7 +73,8 @@ t.test('event-counts: counts by type over a window', async (t) => {
   const answer = await post(app, { query: 'event-counts', params: window })
   t.equal(answer.status, 200)
   const expected = await pgServer.query<{ type: string, count: string }>(
-    'SELECT type, count(*) AS count FROM events WHERE occurred_at >= $1 AND occurred_at < $2 GROUP BY type ORDER BY type',
+    'SELECT type, count(*) AS count FROM events WHERE occurred_at >= $1 AND occurred_at < $2 ' +
+      'GROUP BY type ORDER BY type',
     [window.from, window.to])
   t.same(answer.body.data, { ...window, counts: expected.map((row) => ({ type: row.type, count: Number(row.count) })) })
 
@@ -79,7 +85,10 @@ t.test('event-counts: counts by type over a window', async (t) => {
 
 t.test('source-percentiles: p50, p95, p99 per source', async (t) => {
   const { app } = await serve(t)
-  const answer = await post(app, { query: 'source-percentiles', params: { ...JANUARY, sources: ['source-01', 'source-02'] } })
+  const answer = await post(app, {
+    query: 'source-percentiles',
+    params: { ...JANUARY, sources: ['source-01', 'source-02'] }
+  })
   t.equal(answer.status, 200)
   const sources = (answer.body.data as { sources: Array<Record<string, number>> }).sources
   for (const source of sources) {
@@ -91,7 +100,9 @@ t.test('source-percentiles: p50, p95, p99 per source', async (t) => {
     { source: 'source-01', count: Number, p50: Number, p95: Number, p99: Number },
     { source: 'source-02', count: Number, p50: Number, p95: Number, p99: Number }
   ])
-  for (const row of sources) t.ok((row.p50 as number) <= (row.p95 as number) && (row.p95 as number) <= (row.p99 as number))
+  for (const row of sources) {
+    t.ok((row.p50 as number) <= (row.p95 as number) && (row.p95 as number) <= (row.p99 as number))
+  }
 })
 
 t.test('unknown query names and bad params: 400 INVALID_INPUT', async (t) => {
@@ -114,7 +125,10 @@ t.test('unknown query names and bad params: 400 INVALID_INPUT', async (t) => {
   }
   t.equal(db.stats().total, 0, 'none of them reached the database')
 
-  const notAnInstant = await post(app, { query: 'event-counts', params: { from: 'yesterday', to: '2025-01-01T00:00:00Z' } })
+  const notAnInstant = await post(app, {
+    query: 'event-counts',
+    params: { from: 'yesterday', to: '2025-01-01T00:00:00Z' }
+  })
   t.same((notAnInstant.body.errors as Array<{ path: string }>).map((e) => e.path), ['params.from'],
     'a bound that is not an instant is the one error, not also an order complaint')
 })

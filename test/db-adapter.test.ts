@@ -196,7 +196,9 @@ t.test('a server without client_connection_check_interval, or refusing its value
   t.equal(await setConnectionCheck(client, 1000, 'hibeaver_no_such_setting'), false, 'unknown parameter (42704)')
   t.equal(await setConnectionCheck(client, -1), false, 'value refused (22023)')
   t.equal(await setConnectionCheck(client, 1500), true, 'supported here')
-  const { rows } = await client.query<{ check: string }>("SELECT current_setting('client_connection_check_interval') AS check")
+  const { rows } = await client.query<{ check: string }>(
+    "SELECT current_setting('client_connection_check_interval') AS check"
+  )
   t.same(rows, [{ check: '1500ms' }], 'the session is still usable')
 })
 
@@ -236,7 +238,8 @@ t.test('transactions', async (t) => {
     await eventually(async () => db.stats().leased === 0, 'the lease to settle')
     t.equal(await count(), before, 'nothing written')
     const { rows } = await db.forScope(createScope({ budgetMs: 5000 })).query({
-      text: 'SELECT pg_backend_pid() AS pid, xact_start = query_start AS fresh FROM pg_stat_activity WHERE pid = pg_backend_pid()'
+      text: 'SELECT pg_backend_pid() AS pid, xact_start = query_start AS fresh ' +
+        'FROM pg_stat_activity WHERE pid = pg_backend_pid()'
     })
     t.same(rows, [{ pid, fresh: true }], 'same connection, no transaction left open')
   })
@@ -325,7 +328,10 @@ t.test('closing is safe twice and refuses new work', async (t) => {
   const db = createDatabase({ connectionString: pg.url })
   await db.forScope(createScope({ budgetMs: 5000 })).query({ text: 'SELECT 1' })
   await Promise.all([db.close(), db.close()])
-  t.equal((await rejection(db.forScope(createScope({ budgetMs: 5000 })).query({ text: 'SELECT 1' }))).code, 'SHUTTING_DOWN')
+  t.equal(
+    (await rejection(db.forScope(createScope({ budgetMs: 5000 })).query({ text: 'SELECT 1' }))).code,
+    'SHUTTING_DOWN'
+  )
   t.equal(db.stats().total, 0)
 })
 

@@ -50,7 +50,8 @@ t.test('on a server of its own', async (t) => {
   t.teardown(() => server.close())
   // A start-up client's statement caught waiting (on a lock, or in pg_sleep), and ended by force.
   const waiting = async (app: string) => (await server.query(
-    'SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = ANY ($2)', [app, ['Lock', 'Timeout']]
+    'SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = ANY ($2)',
+    [app, ['Lock', 'Timeout']]
   )).length === 1
   const terminate = (app: string) =>
     server.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [app])
@@ -58,7 +59,8 @@ t.test('on a server of its own', async (t) => {
   t.test('a connection lost while seeding fails the seeding, not the process', async (t) => {
     const unlock = await server.lockEvents()
     t.teardown(unlock)
-    const seeding = seedEvents({ connectionString: server.url, count: 100 }).then(() => undefined, (err: unknown) => err)
+    const seeding = seedEvents({ connectionString: server.url, count: 100 })
+      .then(() => undefined, (err: unknown) => err)
     await eventually(() => waiting('hibeaver-seed'), 'the seeding to wait on the lock')
 
     await terminate('hibeaver-seed')
@@ -79,7 +81,14 @@ t.test('on a server of its own', async (t) => {
   })
 
   t.test('maxWaiting reaches the adapter', async (t) => {
-    const started = await startDatabase({ databaseUrl: server.url, dataDir, port: 0, poolMax: 1, maxWaiting: 0, seedEvents: 0 })
+    const started = await startDatabase({
+      databaseUrl: server.url,
+      dataDir,
+      port: 0,
+      poolMax: 1,
+      maxWaiting: 0,
+      seedEvents: 0
+    })
     t.teardown(() => started.stop())
     const db = started.database
     const holding = db.forScope(createScope({ budgetMs: 5000 })).query({ text: 'SELECT 1' })

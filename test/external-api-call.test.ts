@@ -1,6 +1,8 @@
 import t from 'tap'
 import externalApiCall from '../handlers/external-api-call.js'
-import { startDemoUpstream, type DemoConnectionClosed, type DemoRequest, type DemoUpstream } from '../src/demo-upstream.js'
+import {
+  startDemoUpstream, type DemoConnectionClosed, type DemoRequest, type DemoUpstream
+} from '../src/demo-upstream.js'
 import { createUpstream } from '../src/upstream.js'
 import { startApp, type LogLine } from './helpers/app.js'
 import { openPost, postJson } from './helpers/http.js'
@@ -77,22 +79,23 @@ t.test('a client that disconnects closes the upstream connection', async (t) => 
   t.equal(line.outcome, 'client_closed')
 })
 
-t.test('with every connection busy, a client that leaves while its call waits is gone from the queue at once', async (t) => {
-  // Four calls hold the four connections; a fifth waits in HiBeaver's admission queue.
-  const holders = Array.from({ length: 4 }, (_, i) =>
-    openPost(url, { path: '/json', query: { delay: '3000' } }, { 'x-request-id': `holder-${i}` }))
-  await until(() => upstream.stats.admitted === 4)
-  const waiter = openPost(url, { path: '/json', query: { delay: '0' } }, { 'x-request-id': 'waiter-1' })
-  await until(() => upstream.stats.waiting === 1)
+t.test('with every connection busy, a client that leaves while its call waits is gone from the queue at once',
+  async (t) => {
+    // Four calls hold the four connections; a fifth waits in HiBeaver's admission queue.
+    const holders = Array.from({ length: 4 }, (_, i) =>
+      openPost(url, { path: '/json', query: { delay: '3000' } }, { 'x-request-id': `holder-${i}` }))
+    await until(() => upstream.stats.admitted === 4)
+    const waiter = openPost(url, { path: '/json', query: { delay: '0' } }, { 'x-request-id': 'waiter-1' })
+    await until(() => upstream.stats.waiting === 1)
 
-  waiter.req.destroy()
-  const line = await server.waitForLog(finished('waiter-1'))
-  t.equal(line.outcome, 'client_closed')
-  t.equal(upstream.stats.waiting, 0, 'the queue is empty, though no connection has freed up')
-  t.equal(upstream.stats.admitted, 4, 'the four calls still hold theirs')
-  for (const { req } of holders) req.destroy()
-  await until(() => upstream.stats.admitted === 0)
-})
+    waiter.req.destroy()
+    const line = await server.waitForLog(finished('waiter-1'))
+    t.equal(line.outcome, 'client_closed')
+    t.equal(upstream.stats.waiting, 0, 'the queue is empty, though no connection has freed up')
+    t.equal(upstream.stats.admitted, 4, 'the four calls still hold theirs')
+    for (const { req } of holders) req.destroy()
+    await until(() => upstream.stats.admitted === 0)
+  })
 
 t.test('a deadline shorter than the upstream delay: 504', async (t) => {
   const started = performance.now()

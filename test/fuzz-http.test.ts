@@ -14,16 +14,26 @@ t.test('no input makes the server fail', async (t) => {
   const body = fc.oneof(
     fc.json({ maxDepth: 4 }),
     fc.string({ maxLength: 200 }),
-    fc.record({ message: fc.oneof(fc.string({ maxLength: 150 }), fc.integer(), fc.constant(null)) }).map((v) => JSON.stringify(v))
+    fc.record({ message: fc.oneof(fc.string({ maxLength: 150 }), fc.integer(), fc.constant(null)) })
+      .map((v) => JSON.stringify(v))
   )
   const budget = fc.option(fc.oneof(fc.nat().map(String), fc.string({ maxLength: 12 })), { nil: undefined })
-  const contentType = fc.constantFrom('application/json', 'application/json; charset=utf-8', 'text/plain', 'application/x-www-form-urlencoded')
+  const contentType = fc.constantFrom(
+    'application/json',
+    'application/json; charset=utf-8',
+    'text/plain',
+    'application/x-www-form-urlencoded'
+  )
 
   const failures: string[] = []
   await fc.assert(fc.asyncProperty(name, body, budget, contentType, async (handler, payload, timeout, type) => {
     const headers: Record<string, string> = { 'content-type': type }
     if (timeout !== undefined && /^[\x20-\x7e]*$/.test(timeout)) headers['x-request-timeout-ms'] = timeout
-    const res = await request(`${server.url}/handlers/${encodeURIComponent(handler)}`, { method: 'POST', headers, body: payload })
+    const res = await request(`${server.url}/handlers/${encodeURIComponent(handler)}`, {
+      method: 'POST',
+      headers,
+      body: payload
+    })
     const text = await res.body.text()
     const ok = res.statusCode === 200 || (res.statusCode >= 400 && res.statusCode < 500 &&
       String(res.headers['content-type']).startsWith('application/problem+json') &&

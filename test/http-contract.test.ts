@@ -43,7 +43,12 @@ t.test('the HTTP contract', async (t) => {
       ['malformed JSON', () => postJson(url('/handlers/echo'), '{"message": '), 400, 'INVALID_INPUT'],
       ['schema mismatch', () => postJson(url('/handlers/echo'), { message: 42 }), 400, 'INVALID_INPUT'],
       ['no body', () => postJson(url('/handlers/echo'), ''), 400, 'INVALID_INPUT'],
-      ['body too large', () => postJson(url('/handlers/echo'), { message: 'x'.repeat(2048) }), 413, 'PAYLOAD_TOO_LARGE'],
+      [
+        'body too large',
+        () => postJson(url('/handlers/echo'), { message: 'x'.repeat(2048) }),
+        413,
+        'PAYLOAD_TOO_LARGE'
+      ],
       ['unknown route', () => getJson(url('/nowhere')), 404, 'NOT_FOUND']
     ]
     for (const [name, send, status, code] of cases) {
@@ -177,9 +182,19 @@ t.test('requests refused before any route runs still get a problem document and 
   await server.waitForLog((l) => l.msg === 'request finished' && l.requestId === id)
 
   for (const [name, head, status, code] of [
-    ['a bad content-length', 'POST /handlers/echo HTTP/1.1\r\nhost: x\r\ncontent-length: abc\r\n\r\n', 400, 'INVALID_INPUT'],
+    [
+      'a bad content-length',
+      'POST /handlers/echo HTTP/1.1\r\nhost: x\r\ncontent-length: abc\r\n\r\n',
+      400,
+      'INVALID_INPUT'
+    ],
     ['no Host header', 'GET /health/live HTTP/1.1\r\nconnection: close\r\n\r\n', 400, 'INVALID_INPUT'],
-    ['headers over the limit', `GET /health HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`, 431, 'HEADERS_TOO_LARGE'],
+    [
+      'headers over the limit',
+      `GET /health HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`,
+      431,
+      'HEADERS_TOO_LARGE'
+    ],
     ['a URL over the limit', `GET /${'a'.repeat(20_000)} HTTP/1.1\r\nhost: x\r\n\r\n`, 431, 'HEADERS_TOO_LARGE']
   ] as const) {
     const socket = connect(server.port, '127.0.0.1')

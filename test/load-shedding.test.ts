@@ -17,7 +17,8 @@ t.test('a handler at its concurrency limit answers 503 OVERLOADED at once, then 
   t.ok(Number(second.headers['retry-after']) >= 1, 'with Retry-After')
   t.equal(second.headers['x-request-id'], 'single-2', 'with its request id')
   t.equal(second.body.requestId, 'single-2')
-  t.equal((await postJson(`${server.url}/handlers/echo`, { message: 'x' })).status, 200, 'other handlers are unaffected')
+  t.equal((await postJson(`${server.url}/handlers/echo`, { message: 'x' })).status, 200,
+    'other handlers are unaffected')
 
   releases.get('single-1')?.()
   t.equal((await first).status, 200)

@@ -59,6 +59,8 @@ t.test('credential fields are redacted by their names', async (t) => {
   }, 'configured')
 
   const text = JSON.stringify(lines)
-  for (const secret of ['pw1', 'pw2', 'pw3', 'pw4', 'pw5', 'pw6', 'pw7']) t.notOk(text.includes(secret), `${secret} is not logged`)
+  for (const secret of ['pw1', 'pw2', 'pw3', 'pw4', 'pw5', 'pw6', 'pw7']) {
+    t.notOk(text.includes(secret), `${secret} is not logged`)
+  }
   t.match(lines[0], { password: '[redacted]', headers: { authorization: '[redacted]' } })
 })

@@ -59,8 +59,12 @@ t.test('a killed server leaves its PostgreSQL running; the next start stops it a
   second.child.kill('SIGTERM')
   t.equal(await second.exit, 0)
   t.equal(second.lines.at(-1)?.msg, 'shutdown complete')
-  t.same(second.lines.filter((line) => line.level >= 40 && line.msg !== 'stopped an embedded postgres left running by an earlier process'),
-    [], 'a clean stop says nothing alarming: no connection was cut under the pool')
+  t.same(
+    second.lines.filter((line) =>
+      line.level >= 40 && line.msg !== 'stopped an embedded postgres left running by an earlier process'),
+    [],
+    'a clean stop says nothing alarming: no connection was cut under the pool'
+  )
   t.notOk(await alive(running), 'a clean stop stops the embedded server')
 })
 
@@ -92,7 +96,10 @@ t.test('npm start: Ctrl-C to the terminal\'s process group drains with the datab
 })
 
 t.test('a launcher killed during the drain leaves the drain to finish', async (t) => {
-  const server = await startServerProcess({ ...env, SHUTDOWN_DRAIN_MS: '1000' }, { entry: 'src/launcher.ts', detached: true })
+  const server = await startServerProcess(
+    { ...env, SHUTDOWN_DRAIN_MS: '1000' },
+    { entry: 'src/launcher.ts', detached: true }
+  )
   server.child.kill('SIGINT')
   await server.waitForLog((line) => line.msg === 'shutting down')
   server.child.kill('SIGKILL')

@@ -58,10 +58,18 @@ t.test('a batch is stored in one transaction and the answer says what was writte
   const body = batch(3)
   const answer = await post(app, body)
   t.equal(answer.status, 200)
-  t.match(answer.body.data, { idempotencyKey: body.idempotencyKey, recorded: 3, ids: [Number, Number, Number], replayed: false })
+  t.match(answer.body.data, {
+    idempotencyKey: body.idempotencyKey,
+    recorded: 3,
+    ids: [Number, Number, Number],
+    replayed: false
+  })
   t.same(await stored(body.idempotencyKey), { events: 3, batches: 1 })
   const ids = (answer.body.data as { ids: number[] }).ids
-  const rows = await pgServer.query<{ duration_ms: number }>('SELECT duration_ms FROM events WHERE id = ANY($1) ORDER BY id', [ids])
+  const rows = await pgServer.query<{ duration_ms: number }>(
+    'SELECT duration_ms FROM events WHERE id = ANY($1) ORDER BY id',
+    [ids]
+  )
   t.same(rows.map((row) => row.duration_ms), [0, 1, 2], 'ids in the order the events were given')
 })
 
@@ -144,7 +152,10 @@ t.test('aborted before COMMIT: nothing written; retried with the same key: one c
 
   const client = new AbortController()
   const request = post(app, body, client.signal).catch((err: unknown) => err)
-  await eventually(async () => (await pgServer.active()).some((s) => s.wait_event_type === 'Lock'), 'the INSERT to wait')
+  await eventually(
+    async () => (await pgServer.active()).some((s) => s.wait_event_type === 'Lock'),
+    'the INSERT to wait'
+  )
   client.abort()
   t.match(await request, { name: 'AbortError' })
   await eventually(async () => (await pgServer.active()).length === 0, 'the INSERT to be cancelled')
@@ -224,6 +235,7 @@ t.test('a deadline that passes during COMMIT still answers with what was written
   t.equal(response.status, 200, 'not 504: the COMMIT had been sent')
   t.match(answer.data, { idempotencyKey: body.idempotencyKey, recorded: 1, replayed: false })
   t.same(await stored(body.idempotencyKey), { events: 1, batches: 1 })
-  const line = await app.waitForLog((l) => l.msg === 'request finished' && l.handler === 'record-events' && l.budgetMs === 300)
+  const line = await app.waitForLog((l) =>
+    l.msg === 'request finished' && l.handler === 'record-events' && l.budgetMs === 300)
   t.equal(line.outcome, 'ok')
 })

@@ -22,7 +22,12 @@ process.on('warning', onWarning)
 t.teardown(() => { process.off('warning', onWarning) })
 
 const demo = await startDemoUpstream()
-const upstream = createUpstream({ baseUrl: demo.url, connections: CONNECTIONS, bodyLimitBytes: 1024 * 1024, maxWaiting: CALLS })
+const upstream = createUpstream({
+  baseUrl: demo.url,
+  connections: CONNECTIONS,
+  bodyLimitBytes: 1024 * 1024,
+  maxWaiting: CALLS
+})
 t.teardown(async () => {
   await upstream.destroy()
   await demo.close()
@@ -113,5 +118,6 @@ function median (values: number[]): number {
 t.test('no MaxListenersExceededWarning, no warning at all', async (t) => {
   t.same(warnings.map((warning) => warning.name), [])
   t.ok(demo.counters.maxOpen <= CONNECTIONS)
-  t.equal(demo.counters.connections, demo.counters.closedInFlight, 'every connection closed mid-response: none replaced')
+  t.equal(demo.counters.connections, demo.counters.closedInFlight,
+    'every connection closed mid-response: none replaced')
 })

@@ -4,7 +4,9 @@ import type { AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
 import { abortReasons } from '../src/errors.js'
 import { createScope, type RequestScope } from '../src/request-scope.js'
-import { startDemoUpstream, type DemoConnectionClosed, type DemoRequest, type DemoUpstream } from '../src/demo-upstream.js'
+import {
+  startDemoUpstream, type DemoConnectionClosed, type DemoRequest, type DemoUpstream
+} from '../src/demo-upstream.js'
 import { createUpstream, retryChannel, type UpstreamOptions, type UpstreamProvider } from '../src/upstream.js'
 import { rejection } from './helpers/rejection.js'
 
@@ -397,7 +399,8 @@ t.test('the budget header never exceeds the budget left', async (t) => {
   for (const info of seen) {
     // Measured by the upstream on arrival, after the trip: a wide margin for a loaded machine.
     const leftAtArrival = scope.deadline - info.receivedAt
-    t.ok((info.timeoutMs ?? Infinity) <= leftAtArrival + 25, `header ${info.timeoutMs} ms, ${leftAtArrival.toFixed(1)} ms left on arrival`)
+    t.ok((info.timeoutMs ?? Infinity) <= leftAtArrival + 25,
+      `header ${info.timeoutMs} ms, ${leftAtArrival.toFixed(1)} ms left on arrival`)
   }
 })
 

@@ -44,7 +44,13 @@ export async function abandonWave (url: string, requests: readonly Posted[], aft
 }
 
 // `count` requests, `concurrency` at a time, each abandoned `afterMs` after it was sent.
-export async function abandonMany (url: string, request: Posted, count: number, concurrency: number, afterMs: number): Promise<void> {
+export async function abandonMany (
+  url: string,
+  request: Posted,
+  count: number,
+  concurrency: number,
+  afterMs: number
+): Promise<void> {
   let left = count
   const lane = async (): Promise<void> => {
     while (left-- > 0) {

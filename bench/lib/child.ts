@@ -14,7 +14,11 @@ interface Answer { answer: string, value: unknown }
 
 // Starts a benchmark server in its own process, so the load generator and the server do not
 // share an event loop. The child reports its URL over IPC once it listens.
-export async function startChild (file: string, args: string[], env: Record<string, string> = {}): Promise<ChildServer> {
+export async function startChild (
+  file: string,
+  args: string[],
+  env: Record<string, string> = {}
+): Promise<ChildServer> {
   const child = fork(file, args, {
     execArgv: ['--import', 'tsx', '--expose-gc'],
     env: { ...process.env, ...env },

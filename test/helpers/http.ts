@@ -51,7 +51,12 @@ export function openPost (url: string, body: unknown, headers: Record<string, st
 
 // A request as raw HTTP/1.1 text, for tests that pipeline or cut a connection by hand. The
 // content-length may promise more than the body holds.
-export function rawPost (path: string, requestId: string, body = '{}', contentLength = Buffer.byteLength(body)): string {
+export function rawPost (
+  path: string,
+  requestId: string,
+  body = '{}',
+  contentLength = Buffer.byteLength(body)
+): string {
   return `POST ${path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n` +
     `x-request-id: ${requestId}\r\ncontent-length: ${contentLength}\r\n\r\n${body}`
 }

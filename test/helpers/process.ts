@@ -19,14 +19,20 @@ export interface SpawnOptions {
 
 // The server's entry point in a process of its own, its stdout read as JSON log lines; resolves
 // once it is ready.
-export async function startServerProcess (env: Record<string, string>, options: SpawnOptions = {}): Promise<ServerProcess> {
+export async function startServerProcess (
+  env: Record<string, string>,
+  options: SpawnOptions = {}
+): Promise<ServerProcess> {
   const server = spawnServerProcess(env, options)
   const ready = await server.waitForLog((line) => line.msg === 'hibeaver is ready')
   return { ...server, url: String(ready.url) }
 }
 
 // The same, without waiting for it to be ready: for signals during start-up.
-export function spawnServerProcess (env: Record<string, string>, options: SpawnOptions = {}): Omit<ServerProcess, 'url'> {
+export function spawnServerProcess (
+  env: Record<string, string>,
+  options: SpawnOptions = {}
+): Omit<ServerProcess, 'url'> {
   const child = spawn(process.execPath, ['--import', 'tsx', options.entry ?? 'src/main.ts'], {
     env: { ...process.env, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
