@@ -33,8 +33,14 @@ t.teardown(async () => {
   await demo.close()
 })
 
-async function until (condition: () => boolean): Promise<void> {
-  for (let turn = 0; turn < 1000 && !condition(); turn++) await new Promise((resolve) => setImmediate(resolve))
+// Waits for state both ends reach on their own; by time, not by turns, since a loaded machine
+// (the suite runs two files at once) takes longer to close a thousand sockets.
+async function until (condition: () => boolean, what: string): Promise<void> {
+  const giveUpAt = performance.now() + 10_000
+  while (!condition()) {
+    if (performance.now() > giveUpAt) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 1))
+  }
 }
 
 function requestsArrived (count: number): Promise<void> {
@@ -65,7 +71,8 @@ async function abortedRound (scopes: RequestScope[]): Promise<string[]> {
   const outcomes = await Promise.all(calls)
   for (const scope of scopes) scope.dispose()
   // Both ends have seen every socket close before the next round opens new ones.
-  await until(() => upstream.stats.connected === 0 && upstream.stats.admitted === 0 && demo.counters.open === 0)
+  await until(() => upstream.stats.connected === 0 && upstream.stats.admitted === 0 && demo.counters.open === 0,
+    'every socket to close at both ends')
   return outcomes
 }
 
