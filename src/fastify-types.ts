@@ -1,6 +1,7 @@
 import type { HiBeaverError } from './errors.js'
 import type { AnyHandler } from './handler.js'
 import type { RequestScope } from './request-scope.js'
+import type { Unfinished } from './request-log.js'
 
 // Every decoration HiBeaver adds to Fastify, declared in one place.
 declare module 'fastify' {
@@ -12,6 +13,11 @@ declare module 'fastify' {
     startedAt: number
     // Removes the scope's watch over a body still being read; null once the handler runs.
     bodyWait: (() => void) | null
+  }
+
+  interface FastifyInstance {
+    // Requests whose line has not been written yet.
+    unfinished: Unfinished
   }
 
   interface FastifyContextConfig {

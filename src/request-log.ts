@@ -11,6 +11,7 @@ const NO_RESPONSE_STATUS = 499
 // x-request-id, notices a client that left (the response never finished), disposes the
 // request's scope and writes the one log line a finished request gets, exactly once.
 export function requestLifecycle (app: FastifyInstance): void {
+  app.decorate('unfinished', new Unfinished())
   app.decorateRequest('scope', null)
   app.decorateRequest('failure', null)
   app.decorateRequest('startedAt', 0)
@@ -29,10 +30,14 @@ export function track (request: FastifyRequest, reply: FastifyReply): void {
 
   // In its connection's set until it ends: whichever of the two closes comes first ends it.
   const inFlight = connectionRequests(request.raw.socket)
+  const unfinished = request.server.unfinished
   const end = (): void => {
-    if (inFlight.delete(end)) finish(request, reply)
+    if (!inFlight.delete(end)) return
+    finish(request, reply)
+    unfinished.done()
   }
   inFlight.add(end)
+  unfinished.add()
   // The response side, not the request: a request stream closes as soon as its body has been
   // read, while the client is still waiting for its answer (fastify/fastify#6725).
   reply.raw.once('close', end)
@@ -41,6 +46,30 @@ export function track (request: FastifyRequest, reply: FastifyReply): void {
 // A pipelined request's response waits in Node's queue, unattached to the socket, and when the
 // socket closes Node never closes it: its 'close' would never come. So each connection gets one
 // listener of its own, however many requests it carries, that ends whatever is still in flight.
+// Requests tracked but not yet finished, so that shutdown writes its last line after theirs:
+// with `connection: close`, the server can report itself closed before the last response's
+// 'close' event has been handled.
+export class Unfinished {
+  #count = 0
+  #waiters: Array<() => void> = []
+
+  add (): void {
+    this.#count++
+  }
+
+  done (): void {
+    if (--this.#count > 0) return
+    const waiters = this.#waiters
+    this.#waiters = []
+    for (const wake of waiters) wake()
+  }
+
+  none (): Promise<void> {
+    if (this.#count === 0) return Promise.resolve()
+    return new Promise((resolve) => this.#waiters.push(resolve))
+  }
+}
+
 const requestsOf = new WeakMap<Socket, Set<() => void>>()
 
 function connectionRequests (socket: Socket): Set<() => void> {

@@ -81,6 +81,8 @@ export async function shutdown (app: FastifyInstance, options: ShutdownOptions):
   await closed
   grace.abort()
   await expiry.catch(() => {})
+  // Every request's line before the resources close and before the last line of all.
+  await Promise.race([app.unfinished.none(), sleep(options.answerMs ?? 1000, undefined, { ref: false })])
   app.lifecycle.phase = 'closed'
 
   for (const resource of [...(options.resources ?? [])].reverse()) {

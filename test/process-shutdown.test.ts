@@ -73,7 +73,7 @@ t.test('the whole process on SIGTERM', async (t) => {
     t.equal((await res.body.json() as { code: string }).code, 'SHUTTING_DOWN')
     t.equal(await server.exit, 0)
     t.same(await db.active(), [], 'no query of ours is left running')
-    t.equal(server.lines.at(-1)?.msg, 'shutdown complete')
+    t.equal(server.lines.at(-1)?.msg, 'shutdown complete', JSON.stringify(server.lines.slice(-4)))
 
     await holder.query('ROLLBACK')
     const rows = await db.query('SELECT count(*)::int AS n FROM events')
